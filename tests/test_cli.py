@@ -1,0 +1,151 @@
+"""The three CLIs end to end, in subprocesses, at a tiny size."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+TINY = [
+    "dataset.num_train=24",
+    "dataset.num_eval=6",
+    "dataset.image_size=48",
+    "model.backbone_kwargs.width=8",
+    "train.epochs=1",
+    "train.batch_size=8",
+    "train.crop_size=48",
+]
+GENERATE_TINY = [*TINY, "cam.scales=[1.0,0.5]", "export.overlays=2"]
+
+
+def run(module: str, *args: str, cwd: Path, cache: Path, expect: int = 0) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WSSS_CACHE": str(cache), "HYDRA_FULL_ERROR": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == expect, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    return root, root / "cache"
+
+
+def test_train_writes_a_weights_only_checkpoint(workspace):
+    root, cache = workspace
+    out = root / "train_run"
+    proc = run("wsss.train", *TINY, f"hydra.run.dir={out}", cwd=root, cache=cache)
+    assert "validation mAP" in proc.stdout
+    payload = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert payload["format"] == "wsss-classifier" and len(payload["class_names"]) == 6
+    assert "val_map" in json.loads((out / "train_metrics.json").read_text())
+
+
+def test_generate_with_checkpoint_then_evaluate(workspace):
+    root, cache = workspace
+    out = root / "gen_run"
+    proc = run(
+        "wsss.generate_masks", *GENERATE_TINY, f"checkpoint={root / 'train_run/checkpoint.pt'}",
+        "export.save_cams=true", f"hydra.run.dir={out}", cwd=root, cache=cache,
+    )
+    assert "mIoU at bg_threshold" in proc.stdout
+    assert len(list((out / "masks").glob("*.png"))) == 6
+    coco = json.loads((out / "annotations.json").read_text())
+    assert len(coco["images"]) == 6
+    metrics = json.loads((out / "metrics.json").read_text())
+
+    eval_out = root / "eval_run"
+    proc = run(
+        "wsss.evaluate", *TINY[:3], f"predictions={out}", f"hydra.run.dir={eval_out}",
+        cwd=root, cache=cache,
+    )
+    evaluated = json.loads((eval_out / "metrics.json").read_text())
+    # The masks on disk score exactly what generate measured while writing them.
+    assert evaluated["masks_on_disk"]["miou"] == metrics["fixed_threshold"]["miou"]
+    assert evaluated["threshold_sweep"]["miou"] == metrics["threshold_sweep"]["miou"]
+    assert "tuned on ground truth" in proc.stdout
+
+
+def test_demo_without_checkpoint_trains_once_then_reuses(workspace, tmp_path):
+    root, cache = workspace
+    # Run from an unrelated working directory: nothing may depend on it.
+    first = run("wsss.generate_masks", *GENERATE_TINY, f"hydra.run.dir={tmp_path / 'a'}",
+                cwd=tmp_path, cache=cache)
+    assert "trained in this run" in first.stdout
+    second = run("wsss.generate_masks", *GENERATE_TINY, f"hydra.run.dir={tmp_path / 'b'}",
+                 cwd=tmp_path, cache=cache)
+    assert "trained in this run" not in second.stdout
+    a = sorted((tmp_path / "a/masks").glob("*.png"))
+    b = sorted((tmp_path / "b/masks").glob("*.png"))
+    assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
+
+
+def test_multirun_sweep_writes_one_folder_per_job(workspace, tmp_path):
+    root, cache = workspace
+    run(
+        "wsss.generate_masks", "-m", *GENERATE_TINY, "mask.bg_threshold=0.1,0.4",
+        f"checkpoint={root / 'train_run/checkpoint.pt'}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path, cache=cache,
+    )
+    jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name.isdigit())
+    assert [p.name for p in jobs] == ["0", "1"]
+    thresholds = [json.loads((p / "metrics.json").read_text())["fixed_threshold"]["bg_threshold"]
+                  for p in jobs]
+    assert thresholds == [0.1, 0.4]
+
+
+def _folder_copy(workspace, dest: Path) -> Path:
+    """A folder dataset made from the tiny synthetic one (the same format)."""
+    _, cache = workspace
+    source = next((cache / "datasets").glob("synthetic-*"))
+    shutil.copytree(source, dest)
+    return dest
+
+
+def test_corrupt_image_is_a_clear_error_naming_the_file(workspace, tmp_path):
+    root, cache = workspace
+    data = _folder_copy(workspace, tmp_path / "data")
+    bad = data / "images" / "eval_00002.png"
+    bad.write_bytes(bad.read_bytes()[:200])
+    proc = run(
+        "wsss.generate_masks", "dataset=folder", f"dataset.root={data}", "cam.scales=[1.0]",
+        f"checkpoint={root / 'train_run/checkpoint.pt'}", f"hydra.run.dir={tmp_path / 'o'}",
+        cwd=tmp_path, cache=cache, expect=2,
+    )
+    assert f"{bad}: corrupt or truncated image" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_class_in_labels_file_is_a_clear_error(workspace, tmp_path):
+    root, cache = workspace
+    data = _folder_copy(workspace, tmp_path / "data")
+    lines = (data / "eval.csv").read_text().splitlines()
+    lines[3] = lines[3].split(",")[0] + ",disc;dragon"
+    (data / "eval.csv").write_text("\n".join(lines) + "\n")
+    proc = run(
+        "wsss.generate_masks", "dataset=folder", f"dataset.root={data}",
+        f"checkpoint={root / 'train_run/checkpoint.pt'}", f"hydra.run.dir={tmp_path / 'o'}",
+        cwd=tmp_path, cache=cache, expect=2,
+    )
+    assert "eval.csv: line 4: unknown class name(s) ['dragon']" in proc.stderr
+
+
+def test_config_typo_fails_at_the_command_line(workspace, tmp_path):
+    _, cache = workspace
+    proc = run("wsss.generate_masks", "mask.bg_treshold=0.3", cwd=tmp_path, cache=cache, expect=1)
+    assert "bg_treshold" in proc.stderr
+    assert not np.any([p.name == "masks" for p in tmp_path.rglob("masks")])

@@ -1,0 +1,92 @@
+import pytest
+import torch
+
+from wsss.errors import CheckpointError, ConfigError
+from wsss.models import (
+    ModelSpec,
+    create_backbone,
+    create_classifier,
+    list_backbones,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "stride"),
+    [
+        ("smallcnn", {"width": 8}, 8),
+        ("resnet18", {"output_stride": 16}, 16),
+        ("resnet18", {"output_stride": 32}, 32),
+        ("resnet50", {"output_stride": 16}, 16),
+    ],
+)
+def test_backbones_honour_their_output_stride(name, kwargs, stride):
+    backbone = create_backbone(name, **kwargs).eval()
+    with torch.no_grad():
+        features = backbone(torch.rand(1, 3, 64, 96))
+    assert features.shape == (1, backbone.out_channels, 64 // stride, 96 // stride)
+    assert backbone.output_stride == stride
+
+
+def test_registry_lists_and_rejects():
+    assert {"smallcnn", "resnet18", "resnet50"} <= set(list_backbones())
+    with pytest.raises(ConfigError, match="unknown backbone 'resnet9'"):
+        create_backbone("resnet9")
+    with pytest.raises(ConfigError, match="unknown weights 'IMAGENET9'"):
+        create_backbone("resnet18", pretrained="IMAGENET9")
+
+
+def test_frozen_batch_norm_stays_fixed_in_train_mode():
+    backbone = create_backbone("resnet18", freeze_bn=True).train()
+    before = {k: v.clone() for k, v in backbone.state_dict().items() if "bn1" in k}
+    backbone(torch.rand(2, 3, 64, 64))
+    after = backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in backbone.modules())
+
+
+def test_classifier_logits_equal_pooled_cam():
+    """The CAM identity: the class score is the spatial mean of the class's (pre-ReLU) map."""
+    model = create_classifier(ModelSpec("smallcnn", None, {"width": 8}), num_classes=4).eval()
+    images = torch.rand(2, 3, 48, 48)
+    with torch.no_grad():
+        features = model.forward_features(images)
+        maps = torch.einsum("kc,bchw->bkhw", model.cam_weights, features)
+        assert torch.allclose(model(images), maps.mean(dim=(2, 3)), atol=1e-5)
+
+
+def test_local_weights_file_loads_into_resnet(tmp_path):
+    import torchvision
+
+    reference = torchvision.models.resnet18()
+    torch.save(reference.state_dict(), tmp_path / "r18.pth")
+    loaded = create_backbone("resnet18", pretrained=str(tmp_path / "r18.pth"))
+    assert torch.equal(loaded.layer4[1].conv2.weight, reference.layer4[1].conv2.weight)
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "wrong.pth")
+    with pytest.raises(CheckpointError, match="does not match resnet18"):
+        create_backbone("resnet18", pretrained=str(tmp_path / "wrong.pth"))
+
+
+def test_checkpoint_round_trip_is_weights_only(tmp_path):
+    spec = ModelSpec("smallcnn", None, {"width": 8})
+    model = create_classifier(spec, 3).eval()
+    save_checkpoint(tmp_path / "c.pt", model, spec, ["a", "b", "c"], {"val_map": 0.5})
+    payload = torch.load(tmp_path / "c.pt", weights_only=True)  # must not raise
+    assert payload["class_names"] == ["a", "b", "c"]
+    loaded = load_checkpoint(tmp_path / "c.pt")
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x), model(x))
+    assert loaded.metrics == {"val_map": 0.5}
+
+
+def test_bad_checkpoints_give_clear_errors(tmp_path):
+    (tmp_path / "garbage.pt").write_bytes(b"\x00not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt or unsafe checkpoint"):
+        load_checkpoint(tmp_path / "garbage.pt")
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a wsss classifier checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "missing.pt")

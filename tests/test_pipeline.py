@@ -1,0 +1,102 @@
+"""The generation stage through its Python API: outputs, COCO contracts, metrics."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from wsss.data import load_label_map, load_split
+from wsss.models import ModelSpec, create_classifier
+from wsss.pipeline import GenerateSettings, generate_pseudo_masks, output_path
+
+
+@pytest.fixture(scope="module")
+def generated(tiny_dataset, tmp_path_factory):
+    torch.manual_seed(0)
+    model = create_classifier(ModelSpec("smallcnn", None, {"width": 8}), 6)
+    split = load_split(tiny_dataset, "eval.csv")
+    out = tmp_path_factory.mktemp("run")
+    settings = GenerateSettings(scales=(1.0, 0.5), overlays=4, save_cams=True, batch_size=5)
+    result = generate_pseudo_masks(model, split, out, settings)
+    return split, out, result
+
+
+def test_every_image_gets_a_mask_using_only_its_labels(generated):
+    split, out, result = generated
+    assert result.num_images == len(split)
+    for sample in split.samples:
+        mask = load_label_map(out / "masks" / f"{sample.image_id}.png", size=(64, 64))
+        present = {int(v) - 1 for v in np.unique(mask) if v not in (0, 255)}
+        assert present <= set(sample.labels)
+
+
+def test_coco_file_follows_the_format(generated):
+    split, out, _ = generated
+    coco = json.loads((out / "annotations.json").read_text())
+    assert [c["id"] for c in coco["categories"]] == list(range(1, 7))
+    assert [c["name"] for c in coco["categories"]] == list(split.class_names)
+    ids = [a["id"] for a in coco["annotations"]]
+    assert ids == list(range(1, len(ids) + 1))
+    for ann in coco["annotations"]:
+        assert isinstance(ann["segmentation"]["counts"], str)
+        assert isinstance(ann["area"], float) and ann["iscrowd"] == 0
+        assert len(ann["bbox"]) == 4 and all(isinstance(v, float) for v in ann["bbox"])
+        assert 0.0 <= ann["score"] <= 1.0
+
+
+def test_coco_round_trip_matches_the_pngs(generated):
+    from pycocotools.coco import COCO
+
+    split, out, _ = generated
+    coco = COCO(str(out / "annotations.json"))
+    checked = 0
+    for image in coco.dataset["images"]:
+        sample = split.samples[image["id"] - 1]
+        png = load_label_map(out / "masks" / f"{sample.image_id}.png")
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=image["id"]))
+        assert {a["category_id"] for a in anns} == {int(v) for v in np.unique(png) if v not in (0, 255)}
+        for ann in anns:
+            assert np.array_equal(coco.annToMask(ann).astype(bool), png == ann["category_id"])
+            checked += 1
+    assert checked > 0
+
+
+def test_torchvision_coco_dataset_reads_the_same_masks(generated):
+    from torchvision.datasets import CocoDetection, wrap_dataset_for_transforms_v2
+
+    split, out, _ = generated
+    dataset = wrap_dataset_for_transforms_v2(
+        CocoDetection(str(split.root / "images"), str(out / "annotations.json")),
+        target_keys=("image_id", "masks", "labels"),
+    )
+    for i in range(len(dataset)):
+        image, target = dataset[i]
+        sample = split.samples[target["image_id"] - 1]
+        png = load_label_map(out / "masks" / f"{sample.image_id}.png")
+        assert tuple(image.size[::-1]) == png.shape
+        for mask, label in zip(target["masks"], target["labels"], strict=True):
+            assert np.array_equal(mask.numpy(), png == int(label))
+
+
+def test_overlays_metrics_and_cam_cache(generated):
+    split, out, result = generated
+    overlays = sorted(p.name for p in (out / "overlays").glob("*.png"))
+    assert "contact_sheet.png" in overlays and len(overlays) == 5
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["fixed_threshold"]["bg_threshold"] == 0.15
+    assert metrics["fixed_threshold"]["miou"] == pytest.approx(result.confusion.miou, abs=1e-4)
+    assert len(metrics["threshold_sweep"]["miou"]) == 12
+    assert Image.open(out / "threshold_sweep.png").size[0] > 100
+    with np.load(out / "cams" / f"{split.samples[0].image_id}.npz") as data:
+        assert data["cams"].dtype == np.float16
+        assert tuple(data["classes"]) == split.samples[0].labels
+        assert data["cams"].shape == (len(split.samples[0].labels), 64, 64)
+        assert float(data["cams"].max()) <= 1.0
+
+
+def test_output_path_refuses_to_escape(tmp_path):
+    assert output_path(tmp_path, "masks", "a/b", ".png") == (tmp_path / "masks/a/b.png").resolve()
+    with pytest.raises(ValueError, match="outside"):
+        output_path(tmp_path, "masks", "../../etc/x", ".png")

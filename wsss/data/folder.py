@@ -1,0 +1,177 @@
+"""The folder dataset format: images, a labels file per split, optional masks and a class list.
+
+Layout (the built-in synthetic dataset is written in exactly this format)::
+
+    root/
+      classes.txt        one class name per line; line i is class id i (1-based; 0 is background)
+      images/<id>.png    any format PIL reads; <id> may contain sub-folders
+      masks/<id>.png     optional: uint8 class indices, 0 background, 255 ignored in evaluation
+      train.csv          header "file,labels"; labels separated by ";" (e.g. "cat;sofa")
+      eval.csv
+
+A labels file may also be JSON: ``{"<file>": ["cat", "sofa"], ...}``. ``file`` is relative to
+``images/`` and may not leave it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from wsss.errors import DataError
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a split.
+
+    ``image_id`` is the file path relative to ``images/`` without its suffix (POSIX separators);
+    it names every output written for the image. ``labels`` are 0-based class indices, sorted.
+    """
+
+    image_id: str
+    image_path: Path
+    labels: tuple[int, ...]
+    mask_path: Path | None
+
+
+@dataclass(frozen=True)
+class LabelledSplit:
+    """The samples of one split plus the class names (index i is class id i + 1 in masks)."""
+
+    class_names: tuple[str, ...]
+    samples: tuple[Sample, ...]
+    root: Path
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def has_masks(self) -> bool:
+        return bool(self.samples) and all(s.mask_path is not None for s in self.samples)
+
+
+def read_class_names(path: str | os.PathLike) -> tuple[str, ...]:
+    """Read ``classes.txt``: one non-empty, unique name per line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: class list not found")
+    names = [line.strip() for line in path.read_text().splitlines()]
+    names = [n for n in names if n]
+    if not names:
+        raise DataError(f"{path}: class list is empty")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise DataError(f"{path}: duplicate class names {dupes}")
+    if "background" in names:
+        raise DataError(f"{path}: 'background' is implicit (id 0) and must not be listed")
+    return tuple(names)
+
+
+def _read_label_rows(path: Path) -> list[tuple[str, list[str], str]]:
+    """Return (file, [class names], where) rows from a CSV or JSON labels file."""
+    if not path.is_file():
+        raise DataError(f"{path}: labels file not found")
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: invalid JSON ({exc})") from exc
+        if not isinstance(data, dict):
+            raise DataError(f"{path}: expected an object {{file: [class names]}}")
+        rows = []
+        for file, names in data.items():
+            if isinstance(names, str):
+                names = [names]
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise DataError(f"{path}: entry {file!r}: labels must be a list of class names")
+            rows.append((file, [n.strip() for n in names if n.strip()], f"entry {file!r}"))
+        return rows
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or not {"file", "labels"} <= set(reader.fieldnames):
+            raise DataError(f"{path}: CSV header must contain 'file' and 'labels'")
+        rows = []
+        for line_no, row in enumerate(reader, start=2):
+            file = (row["file"] or "").strip()
+            names = [n.strip() for n in (row["labels"] or "").split(";") if n.strip()]
+            rows.append((file, names, f"line {line_no}"))
+        return rows
+
+
+def _safe_relative(file: str, where: str, path: Path) -> PurePosixPath:
+    """Reject paths that could escape the dataset folder (absolute, ``..``, drive letters)."""
+    rel = PurePosixPath(file.replace("\\", "/"))
+    if not file or rel.is_absolute() or ".." in rel.parts or ":" in file:
+        raise DataError(f"{path}: {where}: file {file!r} must be a relative path inside images/")
+    return rel
+
+
+def load_split(
+    root: str | os.PathLike,
+    labels_file: str,
+    class_names: tuple[str, ...] | None = None,
+    images_dir: str = "images",
+    masks_dir: str | None = "masks",
+) -> LabelledSplit:
+    """Read one split of a folder dataset, checking every row before any work starts.
+
+    ``class_names`` defaults to ``root/classes.txt`` or, if that is absent, the sorted set of names
+    in the labels file. Masks are used when ``root/<masks_dir>/<id>.png`` exists for every image.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset folder not found")
+    labels_path = root / labels_file
+    rows = _read_label_rows(labels_path)
+    if not rows:
+        raise DataError(f"{labels_path}: no images listed")
+    if class_names is None:
+        classes_path = root / "classes.txt"
+        if classes_path.is_file():
+            class_names = read_class_names(classes_path)
+        else:
+            class_names = tuple(sorted({n for _, names, _ in rows for n in names}))
+    index = {name: i for i, name in enumerate(class_names)}
+
+    samples, seen = [], {}
+    for file, names, where in rows:
+        rel = _safe_relative(file, where, labels_path)
+        unknown = [n for n in names if n not in index]
+        if unknown:
+            raise DataError(
+                f"{labels_path}: {where}: unknown class name(s) {unknown} for {file!r}; "
+                f"known classes: {list(class_names)}"
+            )
+        if not names:
+            raise DataError(f"{labels_path}: {where}: {file!r} has an empty label set")
+        image_id = str(rel.with_suffix(""))
+        if image_id in seen:
+            raise DataError(
+                f"{labels_path}: {where}: duplicate image id {image_id!r} (also {seen[image_id]})"
+            )
+        seen[image_id] = where
+        mask_path = root / masks_dir / f"{image_id}.png" if masks_dir else None
+        samples.append(
+            Sample(
+                image_id=image_id,
+                image_path=root / images_dir / rel,
+                labels=tuple(sorted({index[n] for n in names})),
+                mask_path=mask_path,
+            )
+        )
+    if not all(s.mask_path is not None and s.mask_path.is_file() for s in samples):
+        samples = [Sample(s.image_id, s.image_path, s.labels, None) for s in samples]
+    return LabelledSplit(class_names=tuple(class_names), samples=tuple(samples), root=root)
+
+
+def write_labels_csv(path: str | os.PathLike, rows: list[tuple[str, list[str]]]) -> None:
+    """Write a ``file,labels`` CSV (labels joined with ``;``)."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "labels"])
+        for file, names in rows:
+            writer.writerow([file, ";".join(names)])

@@ -1,0 +1,118 @@
+"""Reading images and label masks the way users see them, with errors that name the file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from wsss.errors import DataError
+
+
+# VOC's colour map: class i gets the bits of i spread over the three channels; 255 is the
+# "unsure / ignore" colour. Label PNGs stay readable as class indices (mode "P").
+def voc_palette() -> list[int]:
+    """The PASCAL VOC colour palette as a flat list of 768 ints (256 RGB triples)."""
+    palette = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        palette += [r, g, b]
+    palette[255 * 3 : 256 * 3] = [224, 224, 192]
+    return palette
+
+
+def _to_rgb_uint8(img: Image.Image) -> np.ndarray:
+    """Convert any PIL mode to an (H, W, 3) uint8 array without clipping high-bit-depth data."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        # 16-bit data: scale the full 0..65535 range to 0..255 (PIL's convert("L") would clip).
+        arr = np.clip(arr / 257.0, 0, 255).round().astype(np.uint8)
+        return np.repeat(arr[..., None], 3, axis=2)
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(arr)
+        return np.repeat(arr.round().astype(np.uint8)[..., None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        # Composite transparent pixels on white, as image viewers show them.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    return np.asarray(img.convert("RGB"))
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image as an (H, W, 3) uint8 RGB array, upright as viewers show it (EXIF applied).
+
+    Grayscale, palette, RGBA, CMYK and 16-bit files are converted. Raises ``DataError`` naming the
+    file for a missing, empty, truncated or unreadable file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: image file not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: image file is empty (0 bytes)")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return np.array(_to_rgb_uint8(img), dtype=np.uint8, order="C")  # writable copy
+    except UnidentifiedImageError as exc:
+        raise DataError(f"{path}: not a readable image ({exc})") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: corrupt or truncated image ({exc})") from exc
+
+
+def load_label_map(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a label PNG as an (H, W) uint8 array of class indices (0 background, 255 ignore).
+
+    ``size`` is the (height, width) of the image the mask belongs to; a mismatch is an error,
+    because a resized mask would no longer line up with the image's pixels.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: mask file not found")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode not in ("P", "L", "I", "I;16"):
+                raise DataError(
+                    f"{path}: mask must be a single-channel label image (mode P or L), "
+                    f"got mode {img.mode}"
+                )
+            arr = np.asarray(img)
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DataError(f"{path}: corrupt or unreadable mask ({exc})") from exc
+    if arr.max(initial=0) > 255:
+        raise DataError(f"{path}: mask values above 255 are not class indices")
+    arr = arr.astype(np.uint8)
+    if size is not None and arr.shape != tuple(size):
+        raise DataError(
+            f"{path}: mask is {arr.shape[1]}x{arr.shape[0]} (WxH) but its image is "
+            f"{size[1]}x{size[0]}"
+        )
+    return arr
+
+
+def label_map_image(label_map: np.ndarray) -> Image.Image:
+    """An (H, W) uint8 label map as a palette ("P") image: raw values are the class indices."""
+    if label_map.dtype != np.uint8 or label_map.ndim != 2:
+        raise ValueError(f"label map must be 2-D uint8, got {label_map.dtype} {label_map.shape}")
+    # Build the "P" image from raw bytes: converting an "L" image to "P" would quantise colours.
+    img = Image.new("P", (label_map.shape[1], label_map.shape[0]))
+    img.frombytes(np.ascontiguousarray(label_map).tobytes())
+    img.putpalette(voc_palette())
+    return img
+
+
+def save_label_map(path: str | os.PathLike, label_map: np.ndarray) -> None:
+    """Write an (H, W) uint8 label map as a VOC-palette PNG."""
+    label_map_image(label_map).save(path, format="PNG")

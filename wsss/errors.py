@@ -1,0 +1,23 @@
+"""Exceptions that carry a message meant for the user (the CLIs print them without a traceback)."""
+
+from __future__ import annotations
+
+
+class WsssError(Exception):
+    """Base class: something the user can fix (bad input, bad config, missing dependency)."""
+
+
+class DataError(WsssError):
+    """A dataset file is missing, unreadable or inconsistent. The message names the file."""
+
+
+class CheckpointError(WsssError):
+    """A checkpoint file is missing, corrupt, or was not written by wsss."""
+
+
+class ConfigError(WsssError):
+    """A configuration value is invalid (checked before any work starts)."""
+
+
+class MissingDependencyError(WsssError):
+    """An optional dependency is needed for the requested feature."""

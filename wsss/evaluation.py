@@ -1,0 +1,189 @@
+"""Metrics: confusion-matrix mIoU of label maps, a background-threshold sweep, classifier mAP."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from wsss.masks import IGNORE, cam_to_label_map
+
+
+class ConfusionMatrix:
+    """Pixel confusion matrix over background + K classes (rows: ground truth, cols: prediction).
+
+    Ground-truth pixels equal to 255 are ignored. Predicted 255 ("uncertain") pixels are counted
+    separately: ``miou`` scores them as background (every pixel counts), ``miou_confident``
+    leaves them out (quality of the confident pixels only).
+    """
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes  # including background
+        self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+        self.uncertain_by_gt = np.zeros(num_classes, dtype=np.int64)
+
+    def update(self, prediction: np.ndarray, ground_truth: np.ndarray) -> None:
+        if prediction.shape != ground_truth.shape:
+            raise ValueError(f"shape mismatch: {prediction.shape} vs {ground_truth.shape}")
+        gt = ground_truth.ravel().astype(np.int64)
+        pred = prediction.ravel().astype(np.int64)
+        valid = gt != IGNORE
+        if np.any(gt[valid] >= self.num_classes):
+            raise ValueError(f"ground truth has class ids >= {self.num_classes}")
+        uncertain = valid & (pred == IGNORE)
+        self.uncertain_by_gt += np.bincount(gt[uncertain], minlength=self.num_classes)
+        keep = valid & ~uncertain
+        if np.any(pred[keep] >= self.num_classes):
+            raise ValueError(f"prediction has class ids >= {self.num_classes}")
+        idx = gt[keep] * self.num_classes + pred[keep]
+        self.matrix += np.bincount(idx, minlength=self.num_classes**2).reshape(
+            self.num_classes, self.num_classes
+        )
+
+    def merge(self, other: ConfusionMatrix) -> None:
+        self.matrix += other.matrix
+        self.uncertain_by_gt += other.uncertain_by_gt
+
+    @staticmethod
+    def _iou(matrix: np.ndarray) -> np.ndarray:
+        tp = np.diag(matrix).astype(np.float64)
+        union = matrix.sum(0) + matrix.sum(1) - np.diag(matrix)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(union > 0, tp / union, np.nan)
+
+    def _with_uncertain_as_background(self) -> np.ndarray:
+        m = self.matrix.copy()
+        m[:, 0] += self.uncertain_by_gt
+        return m
+
+    @property
+    def iou(self) -> np.ndarray:
+        """Per-class IoU with uncertain pixels scored as background (NaN: class never seen)."""
+        return self._iou(self._with_uncertain_as_background())
+
+    @property
+    def miou(self) -> float:
+        return float(np.nanmean(self.iou))
+
+    @property
+    def miou_confident(self) -> float:
+        return float(np.nanmean(self._iou(self.matrix)))
+
+    @property
+    def uncertain_fraction(self) -> float:
+        total = self.matrix.sum() + self.uncertain_by_gt.sum()
+        return float(self.uncertain_by_gt.sum() / total) if total else 0.0
+
+    def summary(self, class_names: Sequence[str]) -> dict:
+        """A JSON-ready dict: overall figures plus per-class IoU, precision and recall."""
+        m = self._with_uncertain_as_background()
+        tp = np.diag(m).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            precision = np.where(m.sum(0) > 0, tp / m.sum(0), np.nan)
+            recall = np.where(m.sum(1) > 0, tp / m.sum(1), np.nan)
+        names = ["background", *class_names]
+        iou = self.iou
+
+        def num(x: float) -> float | None:
+            return None if np.isnan(x) else round(float(x), 4)
+
+        return {
+            "miou": num(self.miou),
+            "miou_confident_pixels": num(self.miou_confident),
+            "uncertain_pixel_fraction": round(self.uncertain_fraction, 4),
+            "pixels": int(m.sum()),
+            "per_class": {
+                n: {"iou": num(iou[i]), "precision": num(precision[i]), "recall": num(recall[i])}
+                for i, n in enumerate(names)
+            },
+        }
+
+
+DEFAULT_SWEEP = tuple(round(0.05 * i, 2) for i in range(1, 13))  # 0.05 .. 0.60
+
+
+class ThresholdSweep:
+    """mIoU of the plain threshold rule for a range of background thresholds, accumulated
+    image by image (one confusion matrix per threshold, so memory does not grow with data)."""
+
+    def __init__(self, num_classes: int, thresholds: Sequence[float] = DEFAULT_SWEEP):
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.matrices = [ConfusionMatrix(num_classes) for _ in self.thresholds]
+
+    def update(self, cams: np.ndarray, classes: Sequence[int], ground_truth: np.ndarray) -> None:
+        for t, cm in zip(self.thresholds, self.matrices, strict=True):
+            cm.update(cam_to_label_map(cams, classes, t), ground_truth)
+
+    @property
+    def mious(self) -> list[float]:
+        return [cm.miou for cm in self.matrices]
+
+    @property
+    def best(self) -> tuple[float, float]:
+        """(threshold, mIoU) of the best threshold: tuned on ground truth, an upper bound."""
+        i = int(np.nanargmax(self.mious))
+        return self.thresholds[i], self.mious[i]
+
+    def summary(self) -> dict:
+        """A JSON-ready dict of the sweep; the best threshold is labelled as tuned on GT."""
+        best_t, best_miou = self.best
+        return {
+            "note": "best threshold is tuned on the ground truth: an upper bound, not a result",
+            "thresholds": list(self.thresholds),
+            "miou": [round(m, 4) for m in self.mious],
+            "best_threshold": best_t,
+            "best_miou": round(best_miou, 4),
+        }
+
+    def save_plot(self, path, fixed_threshold: float | None = None) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 3.4), dpi=120)
+        ax.plot(self.thresholds, self.mious, marker="o")
+        best_t, best_m = self.best
+        ax.axvline(best_t, color="tab:green", ls="--", label=f"best {best_t:.2f}: {best_m:.3f}")
+        if fixed_threshold is not None:
+            label = f"used {fixed_threshold:.2f}"
+            ax.axvline(fixed_threshold, color="tab:red", ls=":", label=label)
+        ax.set_xlabel("background threshold")
+        ax.set_ylabel("mIoU")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, format="png")
+        plt.close(fig)
+
+
+@dataclass
+class APResult:
+    mean: float
+    per_class: list[float | None]
+
+
+def average_precision(scores: np.ndarray, targets: np.ndarray) -> APResult:
+    """Per-class average precision (area under the precision-recall curve, step-wise, as in
+    scikit-learn) and their mean over classes with at least one positive.
+
+    ``scores``: (N, K) floats; ``targets``: (N, K) in {0, 1}.
+    """
+    scores, targets = np.asarray(scores, np.float64), np.asarray(targets)
+    per_class: list[float | None] = []
+    for k in range(scores.shape[1]):
+        positives = targets[:, k] > 0
+        if not positives.any():
+            per_class.append(None)
+            continue
+        order = np.argsort(-scores[:, k], kind="stable")
+        s, hits = scores[order, k], positives[order]
+        # Treat tied scores as one threshold: evaluate only at the last index of each tie run.
+        last = np.r_[np.diff(s) != 0, True]
+        tp = np.cumsum(hits)[last]
+        precision = tp / (np.flatnonzero(last) + 1)
+        recall = tp / positives.sum()
+        per_class.append(float(np.sum(np.diff(np.r_[0.0, recall]) * precision)))
+    valid = [a for a in per_class if a is not None]
+    return APResult(float(np.mean(valid)) if valid else float("nan"), per_class)

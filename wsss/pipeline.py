@@ -1,0 +1,230 @@
+"""Generation: run a classifier's maps over a split and write masks, COCO, overlays and metrics.
+
+This is the loop behind ``python -m wsss.generate_masks``; it takes plain arguments, so it is
+usable from Python without Hydra. It streams: per image, only the COCO records are kept.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from wsss.cams import CamMethod, class_activation_maps, multiscale_cams, normalize_cams
+from wsss.data.folder import LabelledSplit, Sample
+from wsss.data.images import load_image, load_label_map, save_label_map
+from wsss.errors import ConfigError
+from wsss.evaluation import ConfusionMatrix, ThresholdSweep
+from wsss.export import coco_annotations, contact_sheet, overlay_panel, save_rgb, write_coco
+from wsss.io import atomic_path, write_json
+from wsss.masks import cam_to_label_map
+from wsss.models.classifier import CAMClassifier
+
+log = logging.getLogger(__name__)
+
+CAM_METHODS = ("cam",)
+
+
+@dataclass
+class GenerateSettings:
+    """How maps are computed, thresholded and exported (plain values, no Hydra)."""
+
+    method: str = "cam"
+    scales: Sequence[float] = (1.0, 0.5, 1.5, 2.0)
+    flip: bool = True
+    bg_threshold: float = 0.15
+    fg_threshold: float | None = None
+    batch_size: int = 8
+    num_workers: int = 0
+    overlays: int = 16
+    save_cams: bool = False
+
+    def validate(self) -> None:
+        if self.method not in CAM_METHODS:
+            raise ConfigError(f"cam.method must be one of {CAM_METHODS}, got {self.method!r}")
+        if not self.scales or any(s <= 0 for s in self.scales):
+            raise ConfigError(f"cam.scales must be positive, got {list(self.scales)}")
+        if not 0.0 <= self.bg_threshold <= 1.0:
+            raise ConfigError(f"mask.bg_threshold must be in [0, 1], got {self.bg_threshold}")
+        if self.fg_threshold is not None and not self.bg_threshold <= self.fg_threshold <= 1.0:
+            raise ConfigError(
+                f"mask.fg_threshold must be in [bg_threshold, 1], got {self.fg_threshold}"
+            )
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass
+class GenerationResult:
+    num_images: int
+    num_annotations: int
+    seconds: float
+    out_dir: Path
+    confusion: ConfusionMatrix | None = None
+    sweep: ThresholdSweep | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+def output_path(out_dir: Path, folder: str, image_id: str, suffix: str) -> Path:
+    """``out_dir/folder/<image_id><suffix>``, refusing any id that would leave ``folder``."""
+    base = (out_dir / folder).resolve()
+    path = (base / f"{image_id}{suffix}").resolve()
+    if not path.is_relative_to(base):
+        raise ValueError(f"image id {image_id!r} would write outside {base}")
+    return path
+
+
+class _ImageReader(Dataset):
+    """Loads (index, image) pairs, so DataLoader workers can read ahead of the model."""
+
+    def __init__(self, samples: Sequence[Sample]):
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray]:
+        return index, load_image(self.samples[index].image_path)
+
+
+def _same_size_batches(loader, batch_size: int) -> Iterator[list[tuple[int, np.ndarray]]]:
+    """Group consecutive images of equal size into batches of at most ``batch_size``."""
+    batch: list[tuple[int, np.ndarray]] = []
+    for index, image in loader:
+        if batch and (len(batch) == batch_size or image.shape != batch[0][1].shape):
+            yield batch
+            batch = []
+        batch.append((index, image))
+    if batch:
+        yield batch
+
+
+def make_cam_method(model: CAMClassifier, method: str) -> CamMethod:
+    if method == "cam":
+        return functools.partial(class_activation_maps, model)
+    raise ConfigError(f"unknown CAM method {method!r}; available: {CAM_METHODS}")
+
+
+def generate_pseudo_masks(
+    model: CAMClassifier,
+    split: LabelledSplit,
+    out_dir: str | Path,
+    settings: GenerateSettings,
+    device: torch.device | str = "cpu",
+) -> GenerationResult:
+    """Write ``masks/``, ``annotations.json``, ``overlays/`` (and ``cams/``) under ``out_dir``.
+
+    Maps are computed only for each image's labelled classes. When the split has ground-truth
+    masks, a confusion matrix (at ``settings.bg_threshold``) and a threshold sweep are
+    accumulated and returned.
+    """
+    settings.validate()
+    out_dir = Path(out_dir)
+    device = torch.device(device)
+    model = model.to(device).eval()
+    method = make_cam_method(model, settings.method)
+    samples = split.samples
+    num_labels = len(split.class_names) + 1
+    confusion = ConfusionMatrix(num_labels) if split.has_masks else None
+    sweep = ThresholdSweep(num_labels) if split.has_masks else None
+    overlay_ids = set(
+        np.linspace(0, len(samples) - 1, min(settings.overlays, len(samples))).round().astype(int)
+    ) if settings.overlays > 0 else set()
+    panels: list[np.ndarray] = []
+    coco_images, coco_anns = [], []
+    for folder in ("masks", "overlays") + (("cams",) if settings.save_cams else ()):
+        (out_dir / folder).mkdir(parents=True, exist_ok=True)
+
+    loader = DataLoader(
+        _ImageReader(samples),
+        batch_size=None,
+        num_workers=settings.num_workers,
+        collate_fn=lambda x: x,
+    )
+    start = time.perf_counter()
+    bar = tqdm(total=len(samples), desc="generate masks", unit="img")
+    for batch in _same_size_batches(loader, settings.batch_size):
+        images = torch.stack([torch.from_numpy(img).permute(2, 0, 1) for _, img in batch])
+        images = images.to(device).float().div_(255)
+        targets = [list(samples[i].labels) for i, _ in batch]
+        summed = multiscale_cams(method, images, targets, settings.scales, settings.flip)
+        for (index, image), cams in zip(batch, summed, strict=True):
+            sample = samples[index]
+            cams = normalize_cams(cams).float().cpu().numpy()
+            label_map = cam_to_label_map(
+                cams, sample.labels, settings.bg_threshold, settings.fg_threshold
+            )
+            mask_path = output_path(out_dir, "masks", sample.image_id, ".png")
+            mask_path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(mask_path) as tmp:
+                save_label_map(tmp, label_map)
+            coco_id = index + 1
+            coco_images.append(
+                {
+                    "id": coco_id,
+                    "file_name": str(sample.image_path.relative_to(split.root / "images"))
+                    if sample.image_path.is_relative_to(split.root / "images")
+                    else sample.image_path.name,
+                    "width": int(image.shape[1]),
+                    "height": int(image.shape[0]),
+                }
+            )
+            coco_anns += coco_annotations(label_map, cams, sample.labels, coco_id)
+            if settings.save_cams:
+                cam_path = output_path(out_dir, "cams", sample.image_id, ".npz")
+                cam_path.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(cam_path) as tmp, open(tmp, "wb") as f:
+                    np.savez_compressed(
+                        f, cams=cams.astype(np.float16), classes=np.array(sample.labels, np.int64)
+                    )
+            if confusion is not None:
+                gt = load_label_map(sample.mask_path, size=label_map.shape)
+                confusion.update(label_map, gt)
+                sweep.update(cams, sample.labels, gt)
+            if index in overlay_ids:
+                panel = overlay_panel(image, label_map, cams, title=sample.image_id)
+                overlay_path = output_path(out_dir, "overlays", sample.image_id, ".png")
+                overlay_path.parent.mkdir(parents=True, exist_ok=True)
+                save_rgb(overlay_path, panel)
+                panels.append(panel)
+        bar.update(len(batch))
+    bar.close()
+    seconds = time.perf_counter() - start
+
+    outputs = {"masks": str(out_dir / "masks")}
+    write_coco(out_dir / "annotations.json", coco_images, coco_anns, split.class_names)
+    outputs["annotations"] = str(out_dir / "annotations.json")
+    if panels:
+        save_rgb(out_dir / "overlays" / "contact_sheet.png", contact_sheet(panels))
+        outputs["contact_sheet"] = str(out_dir / "overlays" / "contact_sheet.png")
+    result = GenerationResult(
+        len(samples), len(coco_anns), seconds, out_dir, confusion, sweep, outputs
+    )
+    if confusion is not None:
+        write_metrics(out_dir, result, split.class_names, settings.bg_threshold)
+    return result
+
+
+def write_metrics(
+    out_dir: Path, result: GenerationResult, class_names: Sequence[str], threshold: float
+) -> None:
+    """Write ``metrics.json`` and ``threshold_sweep.png`` from an evaluated generation."""
+    metrics = {
+        "fixed_threshold": {"bg_threshold": threshold, **result.confusion.summary(class_names)},
+        "threshold_sweep": result.sweep.summary(),
+        "images": result.num_images,
+        "seconds": round(result.seconds, 2),
+    }
+    write_json(out_dir / "metrics.json", metrics)
+    with atomic_path(out_dir / "threshold_sweep.png") as tmp:
+        result.sweep.save_plot(tmp, fixed_threshold=threshold)
+    result.outputs["metrics"] = str(out_dir / "metrics.json")
+    result.outputs["sweep_plot"] = str(out_dir / "threshold_sweep.png")
