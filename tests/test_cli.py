@@ -25,7 +25,9 @@ TINY = [
 GENERATE_TINY = [*TINY, "cam.scales=[1.0,0.5]", "export.overlays=2"]
 
 
-def run(module: str, *args: str, cwd: Path, cache: Path, expect: int = 0) -> subprocess.CompletedProcess:
+def run(
+    module: str, *args: str, cwd: Path, cache: Path, expect: int = 0
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "WSSS_CACHE": str(cache), "HYDRA_FULL_ERROR": "0"}
     proc = subprocess.run(
         [sys.executable, "-m", module, *args],
@@ -59,8 +61,13 @@ def test_generate_with_checkpoint_then_evaluate(workspace):
     root, cache = workspace
     out = root / "gen_run"
     proc = run(
-        "wsss.generate_masks", *GENERATE_TINY, f"checkpoint={root / 'train_run/checkpoint.pt'}",
-        "export.save_cams=true", f"hydra.run.dir={out}", cwd=root, cache=cache,
+        "wsss.generate_masks",
+        *GENERATE_TINY,
+        f"checkpoint={root / 'train_run/checkpoint.pt'}",
+        "export.save_cams=true",
+        f"hydra.run.dir={out}",
+        cwd=root,
+        cache=cache,
     )
     assert "mIoU at bg_threshold" in proc.stdout
     assert len(list((out / "masks").glob("*.png"))) == 6
@@ -70,8 +77,12 @@ def test_generate_with_checkpoint_then_evaluate(workspace):
 
     eval_out = root / "eval_run"
     proc = run(
-        "wsss.evaluate", *TINY[:3], f"predictions={out}", f"hydra.run.dir={eval_out}",
-        cwd=root, cache=cache,
+        "wsss.evaluate",
+        *TINY[:3],
+        f"predictions={out}",
+        f"hydra.run.dir={eval_out}",
+        cwd=root,
+        cache=cache,
     )
     evaluated = json.loads((eval_out / "metrics.json").read_text())
     # The masks on disk score exactly what generate measured while writing them.
@@ -83,11 +94,21 @@ def test_generate_with_checkpoint_then_evaluate(workspace):
 def test_demo_without_checkpoint_trains_once_then_reuses(workspace, tmp_path):
     root, cache = workspace
     # Run from an unrelated working directory: nothing may depend on it.
-    first = run("wsss.generate_masks", *GENERATE_TINY, f"hydra.run.dir={tmp_path / 'a'}",
-                cwd=tmp_path, cache=cache)
+    first = run(
+        "wsss.generate_masks",
+        *GENERATE_TINY,
+        f"hydra.run.dir={tmp_path / 'a'}",
+        cwd=tmp_path,
+        cache=cache,
+    )
     assert "trained in this run" in first.stdout
-    second = run("wsss.generate_masks", *GENERATE_TINY, f"hydra.run.dir={tmp_path / 'b'}",
-                 cwd=tmp_path, cache=cache)
+    second = run(
+        "wsss.generate_masks",
+        *GENERATE_TINY,
+        f"hydra.run.dir={tmp_path / 'b'}",
+        cwd=tmp_path,
+        cache=cache,
+    )
     assert "trained in this run" not in second.stdout
     a = sorted((tmp_path / "a/masks").glob("*.png"))
     b = sorted((tmp_path / "b/masks").glob("*.png"))
@@ -97,14 +118,21 @@ def test_demo_without_checkpoint_trains_once_then_reuses(workspace, tmp_path):
 def test_multirun_sweep_writes_one_folder_per_job(workspace, tmp_path):
     root, cache = workspace
     run(
-        "wsss.generate_masks", "-m", *GENERATE_TINY, "mask.bg_threshold=0.1,0.4",
-        f"checkpoint={root / 'train_run/checkpoint.pt'}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        cwd=tmp_path, cache=cache,
+        "wsss.generate_masks",
+        "-m",
+        *GENERATE_TINY,
+        "mask.bg_threshold=0.1,0.4",
+        f"checkpoint={root / 'train_run/checkpoint.pt'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        cwd=tmp_path,
+        cache=cache,
     )
     jobs = sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name.isdigit())
     assert [p.name for p in jobs] == ["0", "1"]
-    thresholds = [json.loads((p / "metrics.json").read_text())["fixed_threshold"]["bg_threshold"]
-                  for p in jobs]
+    thresholds = [
+        json.loads((p / "metrics.json").read_text())["fixed_threshold"]["bg_threshold"]
+        for p in jobs
+    ]
     assert thresholds == [0.1, 0.4]
 
 
@@ -122,9 +150,15 @@ def test_corrupt_image_is_a_clear_error_naming_the_file(workspace, tmp_path):
     bad = data / "images" / "eval_00002.png"
     bad.write_bytes(bad.read_bytes()[:200])
     proc = run(
-        "wsss.generate_masks", "dataset=folder", f"dataset.root={data}", "cam.scales=[1.0]",
-        f"checkpoint={root / 'train_run/checkpoint.pt'}", f"hydra.run.dir={tmp_path / 'o'}",
-        cwd=tmp_path, cache=cache, expect=2,
+        "wsss.generate_masks",
+        "dataset=folder",
+        f"dataset.root={data}",
+        "cam.scales=[1.0]",
+        f"checkpoint={root / 'train_run/checkpoint.pt'}",
+        f"hydra.run.dir={tmp_path / 'o'}",
+        cwd=tmp_path,
+        cache=cache,
+        expect=2,
     )
     assert f"{bad}: corrupt or truncated image" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -137,9 +171,14 @@ def test_unknown_class_in_labels_file_is_a_clear_error(workspace, tmp_path):
     lines[3] = lines[3].split(",")[0] + ",disc;dragon"
     (data / "eval.csv").write_text("\n".join(lines) + "\n")
     proc = run(
-        "wsss.generate_masks", "dataset=folder", f"dataset.root={data}",
-        f"checkpoint={root / 'train_run/checkpoint.pt'}", f"hydra.run.dir={tmp_path / 'o'}",
-        cwd=tmp_path, cache=cache, expect=2,
+        "wsss.generate_masks",
+        "dataset=folder",
+        f"dataset.root={data}",
+        f"checkpoint={root / 'train_run/checkpoint.pt'}",
+        f"hydra.run.dir={tmp_path / 'o'}",
+        cwd=tmp_path,
+        cache=cache,
+        expect=2,
     )
     assert "eval.csv: line 4: unknown class name(s) ['dragon']" in proc.stderr
 

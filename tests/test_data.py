@@ -84,7 +84,7 @@ def test_image_modes_become_rgb_uint8(tmp_path):
     gray = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
     Image.fromarray(gray).save(tmp_path / "l.png")
     assert load_image(tmp_path / "l.png")[..., 1].tolist() == gray.tolist()
-    sixteen = (gray.astype(np.uint16) * 257)
+    sixteen = gray.astype(np.uint16) * 257
     Image.fromarray(sixteen).save(tmp_path / "i16.png")
     img16 = load_image(tmp_path / "i16.png")
     assert img16.dtype == np.uint8 and img16[..., 0].tolist() == gray.tolist()
@@ -148,7 +148,7 @@ def test_synthetic_boats_sit_on_water():
             continue
         boats += 1
         rows = np.nonzero((labels == boat + 1).any(axis=1))[0]
-        below = image[min(rows[-1] + 3, 95):, :, :].reshape(-1, 3).astype(int)
+        below = image[min(rows[-1] + 3, 95) :, :, :].reshape(-1, 3).astype(int)
         # water is blue: blue channel dominates red in most pixels under the hull
         blue_below_boat += np.mean(below[:, 2] > below[:, 0] + 20) > 0.5
     assert boats >= 10 and blue_below_boat / boats > 0.8

@@ -56,7 +56,9 @@ def test_coco_round_trip_matches_the_pngs(generated):
         sample = split.samples[image["id"] - 1]
         png = load_label_map(out / "masks" / f"{sample.image_id}.png")
         anns = coco.loadAnns(coco.getAnnIds(imgIds=image["id"]))
-        assert {a["category_id"] for a in anns} == {int(v) for v in np.unique(png) if v not in (0, 255)}
+        assert {a["category_id"] for a in anns} == {
+            int(v) for v in np.unique(png) if v not in (0, 255)
+        }
         for ann in anns:
             assert np.array_equal(coco.annToMask(ann).astype(bool), png == ann["category_id"])
             checked += 1

@@ -77,7 +77,9 @@ def train_settings(cfg: DictConfig) -> TrainSettings:
     return TrainSettings(**t, num_workers=cfg.num_workers, seed=cfg.seed)
 
 
-def train_and_save(cfg: DictConfig, checkpoint_path: Path, device: torch.device) -> LoadedClassifier:
+def train_and_save(
+    cfg: DictConfig, checkpoint_path: Path, device: torch.device
+) -> LoadedClassifier:
     """Train a classifier as configured on ``train_split``, validate on ``val_split``, save it."""
     train_split = load_split(cfg, cfg.train_split)
     val_split = load_split(cfg, cfg.val_split) if cfg.val_split else None
@@ -90,7 +92,10 @@ def train_and_save(cfg: DictConfig, checkpoint_path: Path, device: torch.device)
     model = create_classifier(spec, len(train_split.class_names))
     log.info(
         "training %s on %d images (%d classes), %d epochs",
-        spec.backbone, len(train_split), len(train_split.class_names), cfg.train.epochs,
+        spec.backbone,
+        len(train_split),
+        len(train_split.class_names),
+        cfg.train.epochs,
     )
     metrics = train_classifier(model, train_split, val_split, train_settings(cfg), device)
     save_classifier(checkpoint_path, model, spec, train_split.class_names, metrics)

@@ -72,8 +72,10 @@ def main(cfg: DictConfig) -> float:
         best_t, best_m = sweep.best
         metrics["threshold_sweep"] = sweep.summary()
         sweep.save_plot(out / "threshold_sweep.png")
-        lines.append(f"mIoU at the best swept threshold:  {best_m:.4f} at {best_t:.2f} "
-                     "(tuned on ground truth)")
+        lines.append(
+            f"mIoU at the best swept threshold:  {best_m:.4f} at {best_t:.2f} "
+            "(tuned on ground truth)"
+        )
     else:
         lines.append("no cams/ in the predictions (generate with export.save_cams=true to sweep)")
     write_json(out / "metrics.json", metrics)

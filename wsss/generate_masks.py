@@ -77,7 +77,9 @@ def main(cfg: DictConfig) -> float | None:
     result = generate_pseudo_masks(classifier.model, split, out, settings, device)
     seconds = time.perf_counter() - start
     val_map = classifier.metrics.get("val_map")
-    print("\nwsss generate_masks summary\n" + summary_table(result, val_map, trained, seconds, ckpt))
+    print(
+        "\nwsss generate_masks summary\n" + summary_table(result, val_map, trained, seconds, ckpt)
+    )
     log.info("config:\n%s", OmegaConf.to_yaml(cfg))
     return result.confusion.miou if result.confusion is not None else None
 

@@ -135,9 +135,15 @@ def generate_pseudo_masks(
     num_labels = len(split.class_names) + 1
     confusion = ConfusionMatrix(num_labels) if split.has_masks else None
     sweep = ThresholdSweep(num_labels) if split.has_masks else None
-    overlay_ids = set(
-        np.linspace(0, len(samples) - 1, min(settings.overlays, len(samples))).round().astype(int)
-    ) if settings.overlays > 0 else set()
+    overlay_ids = (
+        set(
+            np.linspace(0, len(samples) - 1, min(settings.overlays, len(samples)))
+            .round()
+            .astype(int)
+        )
+        if settings.overlays > 0
+        else set()
+    )
     panels: list[np.ndarray] = []
     coco_images, coco_anns = [], []
     for folder in ("masks", "overlays") + (("cams",) if settings.save_cams else ()):

@@ -210,7 +210,10 @@ def train_classifier(
             scores, targets = predict_scores(model, val_split, settings, device)
             metrics["val_map"] = average_precision(scores, targets).mean
         log.info(
-            "epoch %d/%d  loss %.4f%s", epoch, settings.epochs, metrics["train_loss"],
+            "epoch %d/%d  loss %.4f%s",
+            epoch,
+            settings.epochs,
+            metrics["train_loss"],
             f"  val mAP {metrics['val_map']:.4f}" if "val_map" in metrics else "",
         )
     model.eval()

@@ -34,8 +34,10 @@ def multiscale_cams(
     totals = [images.new_zeros((len(t), height, width)) for t in targets]
     for scale in scales:
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        scaled = images if size == (height, width) else F.interpolate(
-            images, size=size, mode="bilinear", align_corners=False
+        scaled = (
+            images
+            if size == (height, width)
+            else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
         )
         views, view_targets = scaled, list(targets)
         if flip:
@@ -45,7 +47,9 @@ def multiscale_cams(
         for j, cam in enumerate(maps):
             if cam.numel() == 0:
                 continue
-            up = F.interpolate(cam[None], size=(height, width), mode="bilinear", align_corners=False)
+            up = F.interpolate(
+                cam[None], size=(height, width), mode="bilinear", align_corners=False
+            )
             up = up[0]
             if j >= batch:
                 up = up.flip(-1)

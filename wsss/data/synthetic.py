@@ -115,8 +115,20 @@ def _outline(name: str, rng: np.random.Generator) -> list[np.ndarray]:
         w = rng.uniform(0.28, 0.4)
         return [
             np.array(
-                [[-w, -1], [w, -1], [w, -w], [1, -w], [1, w], [w, w], [w, 1], [-w, 1], [-w, w],
-                 [-1, w], [-1, -w], [-w, -w]],
+                [
+                    [-w, -1],
+                    [w, -1],
+                    [w, -w],
+                    [1, -w],
+                    [1, w],
+                    [w, w],
+                    [w, 1],
+                    [-w, 1],
+                    [-w, w],
+                    [-1, w],
+                    [-1, -w],
+                    [-w, -w],
+                ],
                 dtype=float,
             )
         ]

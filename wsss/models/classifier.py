@@ -127,8 +127,9 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedClassifier:
         raise CheckpointError(f"{path}: unsupported checkpoint version {payload.get('version')}")
     spec = ModelSpec(**payload["model"])
     # The weights come from the checkpoint; do not fetch pretrained ones again.
-    model = create_classifier(ModelSpec(spec.backbone, None, spec.backbone_kwargs),
-                              len(payload["class_names"]))
+    model = create_classifier(
+        ModelSpec(spec.backbone, None, spec.backbone_kwargs), len(payload["class_names"])
+    )
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
