@@ -1,0 +1,46 @@
+"""A VOC-style fixture (JPEGImages, SegmentationClass, ImageSets) read via labels_from_masks."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from wsss.data import load_split, save_label_map
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import labels_from_masks  # noqa: E402
+
+
+def test_voc_layout_becomes_a_folder_dataset(tmp_path):
+    voc = tmp_path / "VOC2012"
+    (voc / "JPEGImages").mkdir(parents=True)
+    (voc / "SegmentationClass").mkdir()
+    (voc / "ImageSets/Segmentation").mkdir(parents=True)
+    ids = ["2007_000032", "2007_000039", "2007_000063"]
+    contents = [(1, 15), (20,), ()]  # aeroplane+person, tvmonitor, nothing (dropped)
+    rng = np.random.default_rng(0)
+    for image_id, classes in zip(ids, contents, strict=True):
+        Image.fromarray(rng.integers(0, 255, (20, 30, 3), np.uint8)).save(
+            voc / "JPEGImages" / f"{image_id}.jpg"
+        )
+        mask = np.zeros((20, 30), np.uint8)
+        for i, c in enumerate(classes):
+            mask[2 + 8 * i : 8 + 8 * i, 5:20] = c
+            mask[1 + 8 * i, 5:20] = 255  # VOC's object borders
+        save_label_map(voc / "SegmentationClass" / f"{image_id}.png", mask)
+    (voc / "ImageSets/Segmentation/train.txt").write_text("\n".join(ids) + "\n")
+
+    code = labels_from_masks.main(
+        ["--root", str(voc), "--list", "ImageSets/Segmentation/train.txt", "--out",
+         str(voc / "train.csv")]
+    )
+    assert code == 0
+    assert (voc / "train.csv").read_text().splitlines() == [
+        "file,labels",
+        "2007_000032.jpg,aeroplane;person",
+        "2007_000039.jpg,tvmonitor",
+    ]
+    split = load_split(voc, "train.csv", images_dir="JPEGImages", masks_dir="SegmentationClass")
+    assert len(split.class_names) == 20 and split.has_masks
+    assert [s.labels for s in split.samples] == [(0, 14), (19,)]
