@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="CSV to write")
     args = parser.parse_args(argv)
     classes = read_class_names(args.classes) if args.classes else VOC_CLASSES
-    ids = [line.strip() for line in (args.root / args.list).read_text().splitlines() if line.strip()]
+    ids = [
+        line.strip() for line in (args.root / args.list).read_text().splitlines() if line.strip()
+    ]
     try:
         rows = labels_from_masks(args.root, ids, args.masks, args.image_suffix, classes)
     except DataError as exc:

@@ -69,7 +69,9 @@ def test_generate_with_checkpoint_then_evaluate(workspace):
         cwd=root,
         cache=cache,
     )
-    assert "mIoU at bg_threshold" in proc.stdout
+    assert "mIoU at bg_threshold 0.15" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images"] == 6 and summary["trained_in_this_run"] is False
     assert len(list((out / "masks").glob("*.png"))) == 6
     coco = json.loads((out / "annotations.json").read_text())
     assert len(coco["images"]) == 6

@@ -40,6 +40,7 @@ def test_confusion_matrix_miou_by_hand():
     assert cm.miou_confident == pytest.approx(np.mean([1 / 3, 2 / 3, 1 / 2]))
     assert cm.uncertain_fraction == pytest.approx(1 / 7)
     summary = cm.summary(["a", "b"])
+    assert summary["uncertain_pixels"] == 1 and summary["pixels"] == 7
     assert summary["per_class"]["a"]["precision"] == pytest.approx(2 / 3, abs=1e-4)
     assert summary["per_class"]["b"]["recall"] == pytest.approx(0.5)
 

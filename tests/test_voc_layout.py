@@ -32,8 +32,14 @@ def test_voc_layout_becomes_a_folder_dataset(tmp_path):
     (voc / "ImageSets/Segmentation/train.txt").write_text("\n".join(ids) + "\n")
 
     code = labels_from_masks.main(
-        ["--root", str(voc), "--list", "ImageSets/Segmentation/train.txt", "--out",
-         str(voc / "train.csv")]
+        [
+            "--root",
+            str(voc),
+            "--list",
+            "ImageSets/Segmentation/train.txt",
+            "--out",
+            str(voc / "train.csv"),
+        ]
     )
     assert code == 0
     assert (voc / "train.csv").read_text().splitlines() == [

@@ -65,8 +65,9 @@ def main(cfg: DictConfig) -> float:
     metrics = {"predictions": str(pred_dir), "masks_on_disk": confusion.summary(split.class_names)}
     lines = [
         f"mIoU of the masks on disk:         {confusion.miou:.4f}",
-        f"uncertain (255) pixels:            {100 * confusion.uncertain_fraction:.2f}% "
-        f"(mIoU on confident pixels only: {confusion.miou_confident:.4f})",
+        f"uncertain (255) pixels:            {int(confusion.uncertain_by_gt.sum())} "
+        f"({100 * confusion.uncertain_fraction:.2f}%), scored as background above",
+        f"mIoU on confident pixels only:     {confusion.miou_confident:.4f}",
     ]
     if sweep is not None:
         best_t, best_m = sweep.best

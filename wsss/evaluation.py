@@ -91,6 +91,7 @@ class ConfusionMatrix:
         return {
             "miou": num(self.miou),
             "miou_confident_pixels": num(self.miou_confident),
+            "uncertain_pixels": int(self.uncertain_by_gt.sum()),
             "uncertain_pixel_fraction": round(self.uncertain_fraction, 4),
             "pixels": int(m.sum()),
             "per_class": {

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from wsss import _cli
 from wsss.config import config_dir, register_configs
 from wsss.errors import ConfigError
+from wsss.io import write_json
 from wsss.pipeline import GenerateSettings, GenerationResult, generate_pseudo_masks
 
 log = logging.getLogger("wsss.generate_masks")
@@ -36,24 +38,55 @@ def generate_settings(cfg: DictConfig) -> GenerateSettings:
     )
 
 
-def summary_table(
-    result: GenerationResult, val_map: float | None, trained: bool, seconds: float, ckpt
-) -> str:
-    rows = [
-        ("images labelled", f"{result.num_images} ({result.num_annotations} COCO annotations)"),
-        ("classifier", f"{ckpt}{' (trained in this run)' if trained else ''}"),
-        ("classifier mAP (val)", f"{val_map:.4f}" if val_map is not None else "n/a"),
-    ]
+def run_summary(
+    result: GenerationResult,
+    threshold: float,
+    val_map: float | None,
+    trained: bool,
+    seconds: float,
+    checkpoint: Path,
+) -> dict:
+    """The figures a user wants at the end of a run (printed, and written to summary.json)."""
+    summary = {
+        "images": result.num_images,
+        "coco_annotations": result.num_annotations,
+        "checkpoint": str(checkpoint),
+        "trained_in_this_run": trained,
+        "classifier_val_map": None if val_map is None else round(val_map, 4),
+        "seconds": round(seconds, 1),
+        "outputs": str(result.out_dir),
+    }
     if result.confusion is not None:
-        fixed = result.confusion
-        best_t, best_m = result.sweep.best
+        best_threshold, best_miou = result.sweep.best
+        summary.update(
+            bg_threshold=threshold,
+            miou=round(result.confusion.miou, 4),
+            uncertain_pixel_fraction=round(result.confusion.uncertain_fraction, 4),
+            best_threshold=best_threshold,
+            best_threshold_miou=round(best_miou, 4),
+        )
+    return summary
+
+
+def summary_table(s: dict) -> str:
+    trained = " (trained in this run)" if s["trained_in_this_run"] else ""
+    val_map = s["classifier_val_map"]
+    rows = [
+        ("images labelled", f"{s['images']} ({s['coco_annotations']} COCO annotations)"),
+        ("classifier", s["checkpoint"] + trained),
+        ("classifier mAP (val)", "n/a" if val_map is None else f"{val_map:.4f}"),
+    ]
+    if "miou" in s:
         rows += [
-            ("mIoU at bg_threshold", f"{fixed.miou:.4f}"),
-            (f"mIoU at best threshold {best_t:.2f}", f"{best_m:.4f}  (tuned on ground truth)"),
+            (f"mIoU at bg_threshold {s['bg_threshold']:.2f}", f"{s['miou']:.4f}"),
+            (
+                f"mIoU at best threshold {s['best_threshold']:.2f}",
+                f"{s['best_threshold_miou']:.4f}  (tuned on ground truth: an upper bound)",
+            ),
         ]
-        if fixed.uncertain_fraction > 0:
-            rows.append(("uncertain pixels", f"{100 * fixed.uncertain_fraction:.1f}%"))
-    rows += [("total time", f"{seconds:.1f} s"), ("outputs", str(result.out_dir))]
+        if s["uncertain_pixel_fraction"] > 0:
+            rows.append(("uncertain pixels", f"{100 * s['uncertain_pixel_fraction']:.1f}%"))
+    rows += [("total time", f"{s['seconds']:.1f} s"), ("outputs", s["outputs"])]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
@@ -67,21 +100,25 @@ def main(cfg: DictConfig) -> float | None:
     settings = generate_settings(cfg)
     settings.validate()
     split = _cli.load_split(cfg, cfg.split)
-    classifier, ckpt, trained = _cli.classifier_for(cfg, device)
+    classifier, checkpoint, trained = _cli.classifier_for(cfg, device)
     if tuple(classifier.class_names) != tuple(split.class_names):
         raise ConfigError(
-            f"{ckpt}: classifier classes {list(classifier.class_names)} differ from the "
+            f"{checkpoint}: classifier classes {list(classifier.class_names)} differ from the "
             f"dataset's {list(split.class_names)}"
         )
     log.info("labelling %d images of split %r with %s", len(split), cfg.split, cfg.cam.method)
     result = generate_pseudo_masks(classifier.model, split, out, settings, device)
-    seconds = time.perf_counter() - start
-    val_map = classifier.metrics.get("val_map")
-    print(
-        "\nwsss generate_masks summary\n" + summary_table(result, val_map, trained, seconds, ckpt)
+    summary = run_summary(
+        result,
+        settings.bg_threshold,
+        classifier.metrics.get("val_map"),
+        trained,
+        time.perf_counter() - start,
+        checkpoint,
     )
-    log.info("config:\n%s", OmegaConf.to_yaml(cfg))
-    return result.confusion.miou if result.confusion is not None else None
+    write_json(out / "summary.json", summary)
+    print("\nwsss generate_masks summary\n" + summary_table(summary))
+    return summary.get("miou")
 
 
 if __name__ == "__main__":
