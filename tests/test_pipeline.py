@@ -102,3 +102,19 @@ def test_output_path_refuses_to_escape(tmp_path):
     assert output_path(tmp_path, "masks", "a/b", ".png") == (tmp_path / "masks/a/b.png").resolve()
     with pytest.raises(ValueError, match="outside"):
         output_path(tmp_path, "masks", "../../etc/x", ".png")
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcampp", "layercam", "scorecam"])
+def test_every_method_runs_through_the_pipeline(tiny_dataset, tmp_path, method):
+    torch.manual_seed(0)
+    model = create_classifier(ModelSpec("smallcnn", None, {"width": 4}), 6)
+    split = load_split(tiny_dataset, "eval.csv")
+    split = type(split)(split.class_names, split.samples[:3], split.root)
+    settings = GenerateSettings(method=method, scales=(1.0, 0.5), overlays=0, save_cams=True)
+    result = generate_pseudo_masks(model, split, tmp_path, settings)
+    assert result.num_images == 3
+    for sample in split.samples:
+        with np.load(tmp_path / "cams" / f"{sample.image_id}.npz") as data:
+            cams = data["cams"].astype(np.float32)
+        assert cams.shape == (len(sample.labels), 64, 64)
+        assert cams.min() >= 0 and cams.max() <= 1.0 + 1e-3

@@ -74,9 +74,15 @@ class TrainConfig:
 
 @dataclass
 class CamConfig:
+    #: cam | gradcam | gradcampp | xgradcam | layercam | hirescam | scorecam
     method: str = "cam"
     scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 1.5, 2.0])
     flip: bool = True
+    #: dotted name of the feature layer; null: the classifier's backbone output
+    target_layer: str | None = None
+    #: Score-CAM: masked images per forward pass; keep only the N most active channels
+    score_batch_size: int = 64
+    top_channels: int | None = None
 
 
 @dataclass

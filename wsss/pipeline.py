@@ -6,7 +6,6 @@ usable from Python without Hydra. It streams: per image, only the COCO records a
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -18,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from wsss.cams import CamMethod, class_activation_maps, multiscale_cams, normalize_cams
+from wsss.cams import METHODS, CamMethod, cam_method, multiscale_cams, normalize_cams
 from wsss.data.folder import LabelledSplit, Sample
 from wsss.data.images import load_image, load_label_map, save_label_map
 from wsss.errors import ConfigError
@@ -30,8 +29,6 @@ from wsss.models.classifier import CAMClassifier
 
 log = logging.getLogger(__name__)
 
-CAM_METHODS = ("cam",)
-
 
 @dataclass
 class GenerateSettings:
@@ -40,6 +37,11 @@ class GenerateSettings:
     method: str = "cam"
     scales: Sequence[float] = (1.0, 0.5, 1.5, 2.0)
     flip: bool = True
+    #: dotted module name of the feature layer (null: the classifier's backbone)
+    target_layer: str | None = None
+    #: Score-CAM: masked images per forward pass, and the optional top-N channel shortcut
+    score_batch_size: int = 64
+    top_channels: int | None = None
     bg_threshold: float = 0.15
     fg_threshold: float | None = None
     batch_size: int = 8
@@ -48,8 +50,10 @@ class GenerateSettings:
     save_cams: bool = False
 
     def validate(self) -> None:
-        if self.method not in CAM_METHODS:
-            raise ConfigError(f"cam.method must be one of {CAM_METHODS}, got {self.method!r}")
+        if self.method not in METHODS:
+            raise ConfigError(f"cam.method must be one of {METHODS}, got {self.method!r}")
+        if self.score_batch_size < 1 or (self.top_channels is not None and self.top_channels < 1):
+            raise ConfigError("cam.score_batch_size and cam.top_channels must be >= 1")
         if not self.scales or any(s <= 0 for s in self.scales):
             raise ConfigError(f"cam.scales must be positive, got {list(self.scales)}")
         if not 0.0 <= self.bg_threshold <= 1.0:
@@ -107,10 +111,12 @@ def _same_size_batches(loader, batch_size: int) -> Iterator[list[tuple[int, np.n
         yield batch
 
 
-def make_cam_method(model: CAMClassifier, method: str) -> CamMethod:
-    if method == "cam":
-        return functools.partial(class_activation_maps, model)
-    raise ConfigError(f"unknown CAM method {method!r}; available: {CAM_METHODS}")
+def make_cam_method(model: CAMClassifier, settings: GenerateSettings) -> CamMethod:
+    """The configured method bound to ``model``, as the test-time augmentation takes it."""
+    extra = {}
+    if settings.method == "scorecam":
+        extra = {"batch_size": settings.score_batch_size, "top_channels": settings.top_channels}
+    return cam_method(model, settings.method, target_layer=settings.target_layer, **extra)
 
 
 def generate_pseudo_masks(
@@ -130,7 +136,7 @@ def generate_pseudo_masks(
     out_dir = Path(out_dir)
     device = torch.device(device)
     model = model.to(device).eval()
-    method = make_cam_method(model, settings.method)
+    method = make_cam_method(model, settings)
     samples = split.samples
     num_labels = len(split.class_names) + 1
     confusion = ConfusionMatrix(num_labels) if split.has_masks else None

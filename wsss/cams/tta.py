@@ -47,10 +47,7 @@ def multiscale_cams(
         for j, cam in enumerate(maps):
             if cam.numel() == 0:
                 continue
-            up = F.interpolate(
-                cam[None], size=(height, width), mode="bilinear", align_corners=False
-            )
-            up = up[0]
+            up = upsample_cams(cam, (height, width))
             if j >= batch:
                 up = up.flip(-1)
             totals[j % batch] += up
@@ -62,3 +59,10 @@ def normalize_cams(cams: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     if cams.numel() == 0:
         return cams
     return cams / (cams.flatten(1).amax(dim=1).view(-1, 1, 1) + eps)
+
+
+def upsample_cams(cams: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinearly resize (N, h, w) maps to (N, *size) (half-pixel centres, as image resizers)."""
+    if cams.shape[-2:] == tuple(size):
+        return cams
+    return F.interpolate(cams[None], size=size, mode="bilinear", align_corners=False)[0]
