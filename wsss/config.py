@@ -81,7 +81,7 @@ class CamConfig:
     #: dotted name of the feature layer; null: the classifier's backbone output
     target_layer: str | None = None
     #: Score-CAM: masked images per forward pass; keep only the N most active channels
-    score_batch_size: int = 64
+    score_batch_size: int = 16
     top_channels: int | None = None
 
 

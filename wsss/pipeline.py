@@ -40,7 +40,7 @@ class GenerateSettings:
     #: dotted module name of the feature layer (null: the classifier's backbone)
     target_layer: str | None = None
     #: Score-CAM: masked images per forward pass, and the optional top-N channel shortcut
-    score_batch_size: int = 64
+    score_batch_size: int = 16
     top_channels: int | None = None
     bg_threshold: float = 0.15
     fg_threshold: float | None = None

@@ -1,0 +1,184 @@
+"""Speed of the CAM family on torchvision ResNet-50, against pytorch-grad-cam, in one run.
+
+The work WSSS does: maps for every labelled class of every image. Here: a batch of 8 random
+224x224 images, 2 target classes each, target layer ``layer4``, random (seeded) weights.
+
+For each method it prints the time per image, the ratio to one plain forward pass of the same
+batch (``model(images)`` under inference mode), and, when ``grad-cam`` is installed
+(``pip install grad-cam``), the same work done by pytorch-grad-cam (one call per class rank, as
+its API takes one target per image), the speed-up, and the largest difference between the two
+libraries' maps after both are min-max normalised and upsampled by pytorch-grad-cam's own
+``scale_cam_image``. Score-CAM is timed on the first ``--score-images`` images only (one forward
+per channel: 2,048 per image for ResNet-50).
+
+    python scripts/bench_cams.py                      # about 15 minutes on 2 CPU cores
+    python scripts/bench_cams.py --score-images 0     # gradient methods only, about 1 minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+import torchvision
+
+from wsss.cams import compute_cams
+
+GRADIENT_METHODS = ("gradcam", "gradcampp", "xgradcam", "layercam", "hirescam")
+REFERENCE_CLASSES = {
+    "gradcam": "GradCAM",
+    "gradcampp": "GradCAMPlusPlus",
+    "xgradcam": "XGradCAM",
+    "layercam": "LayerCAM",
+    "hirescam": "HiResCAM",
+    "scorecam": "ScoreCAM",
+}
+
+
+def interleaved(fns, repeats: int) -> tuple[list[float], list[object]]:
+    """Median wall time of each function, timed in turn within every round (after one warm-up
+    round), so that drift in machine speed hits all of them alike. Returns (times, results)."""
+    results = [fn() for fn in fns]
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            results[i] = fn()
+            times[i].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times], results
+
+
+def reference_maps(model, images, targets, method: str, batch_size: int):
+    """pytorch-grad-cam: one call per target rank (its API takes one class per image)."""
+    import pytorch_grad_cam
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    cam_class = getattr(pytorch_grad_cam, REFERENCE_CLASSES[method])
+    outputs = []
+    with cam_class(model=model, target_layers=[model.layer4]) as cam:
+        if method == "scorecam":
+            cam.batch_size = batch_size
+        for rank in range(len(targets[0])):
+            chosen = [ClassifierOutputTarget(t[rank]) for t in targets]
+            outputs.append(cam(input_tensor=images, targets=chosen))
+    return np.stack(outputs, axis=1)  # (B, ranks, H, W)
+
+
+def scaled_like_reference(maps: list[torch.Tensor], size: tuple[int, int]) -> np.ndarray:
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    return np.stack([scale_cam_image(m.float().numpy(), (size[1], size[0])) for m in maps])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--classes", type=int, default=2, help="target classes per image")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--score-images", type=int, default=1, help="0 skips Score-CAM")
+    parser.add_argument("--score-batch", type=int, default=16)
+    parser.add_argument("--top-channels", type=int, default=256)
+    parser.add_argument("--no-reference", action="store_true", help="skip pytorch-grad-cam")
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50().eval()
+    images = torch.rand(args.batch, 3, args.size, args.size)
+    rng = np.random.default_rng(0)
+    targets = [rng.choice(1000, args.classes, replace=False).tolist() for _ in range(args.batch)]
+    reference = not args.no_reference
+    if reference:
+        try:
+            import pytorch_grad_cam  # noqa: F401
+        except ImportError:
+            print("pytorch-grad-cam not installed (pip install grad-cam): wsss timings only")
+            reference = False
+
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; resnet50, batch "
+        f"{args.batch}, {args.size}x{args.size}, {args.classes} classes per image\n"
+    )
+
+    def plain_forward(batch):
+        with torch.inference_mode():
+            return model(batch)
+
+    forward, _ = interleaved([lambda: plain_forward(images)], args.repeats)
+    print(
+        f"plain forward of the batch: {forward[0]:.3f} s ({forward[0] / args.batch * 1e3:.1f} "
+        "ms/img); each row below re-times it alongside the method\n"
+    )
+    header = f"{'method':<18}{'wsss ms/img':>12}{'x forward':>10}"
+    if reference:
+        header += f"{'pgc ms/img':>12}{'speed-up':>10}{'max |diff|':>12}"
+    print(header)
+
+    def row(name, seconds, images_used, batch_forward, ref=None, diff=None):
+        line = f"{name:<18}{seconds / images_used * 1000:>12.1f}{seconds / batch_forward:>10.2f}"
+        if ref is not None:
+            line += f"{ref / images_used * 1000:>12.1f}{ref / seconds:>10.2f}{diff:>12.4f}"
+        print(line, flush=True)
+
+    for method in GRADIENT_METHODS:
+        fns = [
+            lambda: plain_forward(images),
+            lambda m=method: compute_cams(model, images, targets, m, model.layer4),
+        ]
+        if reference:
+            fns.append(lambda m=method: reference_maps(model, images, targets, m, args.score_batch))
+        times, results = interleaved(fns, args.repeats)
+        if reference:
+            diff = float(
+                np.abs(scaled_like_reference(results[1], images.shape[2:]) - results[2]).max()
+            )
+            row(method, times[1], args.batch, times[0], times[2], diff)
+        else:
+            row(method, times[1], args.batch, times[0])
+
+    if args.score_images > 0:
+        n = min(args.score_images, args.batch)
+        sub_images, sub_targets = images[:n], targets[:n]
+        # Timed once each (minutes per image); the ratio column compares with a plain forward
+        # of the same n images, timed just before.
+        (sub_forward,), _ = interleaved([lambda: plain_forward(sub_images)], args.repeats)
+        start = time.perf_counter()
+        maps = compute_cams(
+            model, sub_images, sub_targets, "scorecam", model.layer4, batch_size=args.score_batch
+        )
+        seconds = time.perf_counter() - start
+        if reference:
+            start = time.perf_counter()
+            ref = reference_maps(model, sub_images, sub_targets, "scorecam", args.score_batch)
+            ref_seconds = time.perf_counter() - start
+            diff = float(np.abs(scaled_like_reference(maps, sub_images.shape[2:]) - ref).max())
+            row("scorecam", seconds, n, sub_forward, ref_seconds, diff)
+        else:
+            row("scorecam", seconds, n, sub_forward)
+        start = time.perf_counter()
+        fast = compute_cams(
+            model,
+            sub_images,
+            sub_targets,
+            "scorecam",
+            model.layer4,
+            batch_size=args.score_batch,
+            top_channels=args.top_channels,
+        )
+        fast_seconds = time.perf_counter() - start
+        row(f"scorecam top{args.top_channels}", fast_seconds, n, sub_forward)
+        gap = np.abs(
+            scaled_like_reference(fast, sub_images.shape[2:])
+            - scaled_like_reference(maps, sub_images.shape[2:])
+        ).max()
+        print(
+            f"  (top-{args.top_channels} maps vs full Score-CAM: max |diff| {gap:.4f}; "
+            f"Score-CAM timed once on {n} image(s))"
+        )
+
+
+if __name__ == "__main__":
+    main()
