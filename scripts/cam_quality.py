@@ -45,8 +45,10 @@ def main() -> None:
         split = replace(split, samples=split.samples[: args.limit])
     classifier, checkpoint, _ = _cli.classifier_for(cfg, device)
     base = generate_settings(cfg)
-    print(f"classifier {checkpoint} (val mAP {classifier.metrics.get('val_map', float('nan')):.4f})"
-          f"; {len(split)} eval images; scales {list(base.scales)} + flip\n")
+    print(
+        f"classifier {checkpoint} (val mAP {classifier.metrics.get('val_map', float('nan')):.4f})"
+        f"; {len(split)} eval images; scales {list(base.scales)} + flip\n"
+    )
     print(f"| method | mIoU at {base.bg_threshold:.2f} | best mIoU (threshold) | s/img |")
     print("| --- | --- | --- | --- |")
     for entry in args.methods.split(","):
@@ -56,8 +58,11 @@ def main() -> None:
             result = generate_pseudo_masks(classifier.model, split, Path(out), settings, device)
         best_t, best_m = result.sweep.best
         label = f"{name} (top {top} channels)" if top else name
-        print(f"| {label} | {result.confusion.miou:.4f} | {best_m:.4f} ({best_t:.2f}) | "
-              f"{result.seconds / result.num_images:.3f} |", flush=True)
+        print(
+            f"| {label} | {result.confusion.miou:.4f} | {best_m:.4f} ({best_t:.2f}) | "
+            f"{result.seconds / result.num_images:.3f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

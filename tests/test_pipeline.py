@@ -118,3 +118,54 @@ def test_every_method_runs_through_the_pipeline(tiny_dataset, tmp_path, method):
             cams = data["cams"].astype(np.float32)
         assert cams.shape == (len(sample.labels), 64, 64)
         assert cams.min() >= 0 and cams.max() <= 1.0 + 1e-3
+
+
+def test_crf_in_two_workers_matches_one_and_is_scored_against_the_raw_masks(
+    tiny_dataset, tmp_path
+):
+    pytest.importorskip("pydensecrf.densecrf")
+    from wsss.crf import CRFSettings
+
+    torch.manual_seed(0)
+    model = create_classifier(ModelSpec("smallcnn", None, {"width": 4}), 6)
+    split = load_split(tiny_dataset, "eval.csv")
+    results = {}
+    for workers in (1, 2):
+        settings = GenerateSettings(
+            scales=(1.0,), overlays=0, crf=CRFSettings(mode="label"), crf_workers=workers
+        )
+        results[workers] = generate_pseudo_masks(model, split, tmp_path / str(workers), settings)
+    for sample in split.samples:
+        one = (tmp_path / "1" / "masks" / f"{sample.image_id}.png").read_bytes()
+        assert one == (tmp_path / "2" / "masks" / f"{sample.image_id}.png").read_bytes()
+    result = results[2]
+    assert result.raw_confusion is not None and result.crf_failures == 0
+    metrics = json.loads((tmp_path / "2" / "metrics.json").read_text())
+    assert metrics["crf"]["mode"] == "label"
+    assert metrics["fixed_threshold"]["miou"] == pytest.approx(result.raw_confusion.miou, abs=1e-4)
+    assert metrics["masks_on_disk"]["miou"] == pytest.approx(result.confusion.miou, abs=1e-4)
+
+
+def test_a_crf_failure_keeps_the_raw_mask_and_the_run_going(tiny_dataset, tmp_path, monkeypatch):
+    pytest.importorskip("pydensecrf.densecrf")
+    import wsss.crf
+    from wsss.crf import CRFSettings
+
+    real = wsss.crf.refine_label_map
+    calls = []
+
+    def flaky(image, cams, classes, settings):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("boom")
+        return real(image, cams, classes, settings)
+
+    monkeypatch.setattr(wsss.crf, "refine_label_map", flaky)
+    model = create_classifier(ModelSpec("smallcnn", None, {"width": 4}), 6)
+    split = load_split(tiny_dataset, "eval.csv")
+    settings = GenerateSettings(scales=(1.0,), overlays=0, crf=CRFSettings(), crf_workers=1)
+    result = generate_pseudo_masks(model, split, tmp_path, settings)
+    assert result.num_images == len(split) and result.crf_failures == 1
+    failures = json.loads((tmp_path / "crf_failures.json").read_text())
+    assert failures[0]["image"].endswith(f"{split.samples[1].image_id}.png")
+    assert "boom" in failures[0]["error"]

@@ -94,6 +94,27 @@ class MaskConfig:
 
 
 @dataclass
+class CRFConfig:
+    """Dense CRF refinement; ``name: none`` switches it off. See :class:`wsss.crf.CRFSettings`."""
+
+    name: str = "none"  # none | dense
+    mode: str = "label"  # label (IRN) | soft (PSA)
+    iterations: int = 10
+    gaussian_sxy: float = 3.0
+    gaussian_compat: float = 3.0
+    bilateral_sxy: float = 50.0
+    bilateral_srgb: float = 5.0
+    bilateral_compat: float = 10.0
+    gt_prob: float = 0.7
+    high_threshold: float = 0.30
+    low_threshold: float = 0.05
+    alpha: float = 4.0
+    downscale: float = 1.0
+    #: worker processes; 0: all cores
+    workers: int = 0
+
+
+@dataclass
 class ExportConfig:
     #: how many images get an overlay picture (evenly spread over the split)
     overlays: int = 16
@@ -111,6 +132,7 @@ def register_configs() -> None:
     cs.store(group="cam", name="schema", node=CamConfig)
     cs.store(group="mask", name="schema", node=MaskConfig)
     cs.store(group="export", name="schema", node=ExportConfig)
+    cs.store(group="crf", name="schema", node=CRFConfig)
 
 
 def config_dir() -> str:

@@ -205,7 +205,8 @@ class CRFFailure:
     error: str
 
 
-def _refine_or_fail(args) -> np.ndarray | CRFFailure:
+def refine_or_fail(args) -> np.ndarray | CRFFailure:
+    """Worker entry: ``refine_label_map(*args)``, or a CRFFailure describing what went wrong."""
     image, cams, classes, settings = args
     try:
         return refine_label_map(image, cams, classes, settings)

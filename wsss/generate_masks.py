@@ -12,16 +12,26 @@ import time
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from wsss import _cli
 from wsss.config import config_dir, register_configs
+from wsss.crf import CRFSettings
 from wsss.errors import ConfigError
 from wsss.io import write_json
 from wsss.pipeline import GenerateSettings, GenerationResult, generate_pseudo_masks
 
 log = logging.getLogger("wsss.generate_masks")
 register_configs()
+
+
+def crf_settings(cfg: DictConfig) -> CRFSettings | None:
+    if cfg.crf.name == "none":
+        return None
+    if cfg.crf.name != "dense":
+        raise ConfigError(f"crf.name must be 'none' or 'dense', got {cfg.crf.name!r}")
+    fields = OmegaConf.to_container(cfg.crf, resolve=True)
+    return CRFSettings(**{k: v for k, v in fields.items() if k not in ("name", "workers")})
 
 
 def generate_settings(cfg: DictConfig) -> GenerateSettings:
@@ -38,12 +48,14 @@ def generate_settings(cfg: DictConfig) -> GenerateSettings:
         num_workers=cfg.num_workers,
         overlays=cfg.export.overlays,
         save_cams=cfg.export.save_cams,
+        crf=crf_settings(cfg),
+        crf_workers=cfg.crf.workers,
     )
 
 
 def run_summary(
     result: GenerationResult,
-    threshold: float,
+    settings: GenerateSettings,
     val_map: float | None,
     trained: bool,
     seconds: float,
@@ -62,12 +74,18 @@ def run_summary(
     if result.confusion is not None:
         best_threshold, best_miou = result.sweep.best
         summary.update(
-            bg_threshold=threshold,
-            miou=round(result.confusion.miou, 4),
+            bg_threshold=settings.bg_threshold,
+            miou=round((result.raw_confusion or result.confusion).miou, 4),
             uncertain_pixel_fraction=round(result.confusion.uncertain_fraction, 4),
             best_threshold=best_threshold,
             best_threshold_miou=round(best_miou, 4),
         )
+        if result.raw_confusion is not None:
+            summary["crf_mode"] = settings.crf.mode
+            summary["crf_miou"] = round(result.confusion.miou, 4)
+            summary["crf_miou_confident_pixels"] = round(result.confusion.miou_confident, 4)
+    if result.crf_failures:
+        summary["crf_failures"] = result.crf_failures
     return summary
 
 
@@ -87,8 +105,12 @@ def summary_table(s: dict) -> str:
                 f"{s['best_threshold_miou']:.4f}  (tuned on ground truth: an upper bound)",
             ),
         ]
+        if "crf_miou" in s:
+            rows.append((f"mIoU after CRF ({s['crf_mode']} mode)", f"{s['crf_miou']:.4f}"))
         if s["uncertain_pixel_fraction"] > 0:
-            rows.append(("uncertain pixels", f"{100 * s['uncertain_pixel_fraction']:.1f}%"))
+            rows.append(("uncertain (255) pixels", f"{100 * s['uncertain_pixel_fraction']:.1f}%"))
+    if s.get("crf_failures"):
+        rows.append(("CRF failures (unrefined masks kept)", str(s["crf_failures"])))
     rows += [("total time", f"{s['seconds']:.1f} s"), ("outputs", s["outputs"])]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
@@ -113,7 +135,7 @@ def main(cfg: DictConfig) -> float | None:
     result = generate_pseudo_masks(classifier.model, split, out, settings, device)
     summary = run_summary(
         result,
-        settings.bg_threshold,
+        settings,
         classifier.metrics.get("val_map"),
         trained,
         time.perf_counter() - start,

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from wsss.cams import METHODS, CamMethod, cam_method, multiscale_cams, normalize_cams
+from wsss.crf import CRFFailure, CRFSettings, default_workers, ordered_map, refine_or_fail
 from wsss.data.folder import LabelledSplit, Sample
 from wsss.data.images import load_image, load_label_map, save_label_map
 from wsss.errors import ConfigError
@@ -48,6 +50,9 @@ class GenerateSettings:
     num_workers: int = 0
     overlays: int = 16
     save_cams: bool = False
+    #: dense CRF refinement (None: none) and its worker processes (0: all cores)
+    crf: CRFSettings | None = None
+    crf_workers: int = 0
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -62,6 +67,8 @@ class GenerateSettings:
             raise ConfigError(
                 f"mask.fg_threshold must be in [bg_threshold, 1], got {self.fg_threshold}"
             )
+        if self.crf is not None:
+            self.crf.validate()
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
 
@@ -72,9 +79,13 @@ class GenerationResult:
     num_annotations: int
     seconds: float
     out_dir: Path
+    #: scores of the masks written (after CRF when it ran)
     confusion: ConfusionMatrix | None = None
     sweep: ThresholdSweep | None = None
     outputs: dict[str, str] = field(default_factory=dict)
+    #: scores of the threshold rule's masks before CRF (only when CRF ran)
+    raw_confusion: ConfusionMatrix | None = None
+    crf_failures: int = 0
 
 
 def output_path(out_dir: Path, folder: str, image_id: str, suffix: str) -> Path:
@@ -119,6 +130,59 @@ def make_cam_method(model: CAMClassifier, settings: GenerateSettings) -> CamMeth
     return cam_method(model, settings.method, target_layer=settings.target_layer, **extra)
 
 
+@dataclass
+class _ImageMaps:
+    """One image's normalised maps (N, H, W) and the threshold rule's label map."""
+
+    index: int
+    image: np.ndarray
+    cams: np.ndarray
+    label_map: np.ndarray
+
+
+def _image_maps(
+    samples: Sequence[Sample], method: CamMethod, settings: GenerateSettings, device
+) -> Iterator[_ImageMaps]:
+    """Stream every image's maps and thresholded label map, in split order."""
+    loader = DataLoader(
+        _ImageReader(samples),
+        batch_size=None,
+        num_workers=settings.num_workers,
+        collate_fn=lambda x: x,
+    )
+    for batch in _same_size_batches(loader, settings.batch_size):
+        images = torch.stack([torch.from_numpy(img).permute(2, 0, 1) for _, img in batch])
+        images = images.to(device).float().div_(255)
+        targets = [list(samples[i].labels) for i, _ in batch]
+        summed = multiscale_cams(method, images, targets, settings.scales, settings.flip)
+        for (index, image), cams in zip(batch, summed, strict=True):
+            cams = normalize_cams(cams).float().cpu().numpy()
+            labels = samples[index].labels
+            label_map = cam_to_label_map(cams, labels, settings.bg_threshold, settings.fg_threshold)
+            yield _ImageMaps(index, image, cams, label_map)
+
+
+def _with_crf(
+    records: Iterator[_ImageMaps], samples: Sequence[Sample], settings: GenerateSettings
+) -> Iterator[tuple[_ImageMaps, np.ndarray | CRFFailure | None]]:
+    """Pair each record with its CRF-refined label map (None without CRF), in order; the CRF
+    runs in ``crf_workers`` processes while this process computes the next maps."""
+    if settings.crf is None:
+        for record in records:
+            yield record, None
+        return
+    in_flight: deque[_ImageMaps] = deque()
+
+    def jobs():
+        for record in records:
+            in_flight.append(record)
+            yield record.image, record.cams, samples[record.index].labels, settings.crf
+
+    workers = settings.crf_workers or default_workers()
+    for refined in ordered_map(refine_or_fail, jobs(), workers):
+        yield in_flight.popleft(), refined
+
+
 def generate_pseudo_masks(
     model: CAMClassifier,
     split: LabelledSplit,
@@ -129,8 +193,8 @@ def generate_pseudo_masks(
     """Write ``masks/``, ``annotations.json``, ``overlays/`` (and ``cams/``) under ``out_dir``.
 
     Maps are computed only for each image's labelled classes. When the split has ground-truth
-    masks, a confusion matrix (at ``settings.bg_threshold``) and a threshold sweep are
-    accumulated and returned.
+    masks, the masks written are scored (``confusion``), and so are the threshold rule's masks
+    before CRF (``raw_confusion``, only with CRF) and a sweep of the threshold.
     """
     settings.validate()
     out_dir = Path(out_dir)
@@ -139,104 +203,121 @@ def generate_pseudo_masks(
     method = make_cam_method(model, settings)
     samples = split.samples
     num_labels = len(split.class_names) + 1
-    confusion = ConfusionMatrix(num_labels) if split.has_masks else None
-    sweep = ThresholdSweep(num_labels) if split.has_masks else None
-    overlay_ids = (
-        set(
-            np.linspace(0, len(samples) - 1, min(settings.overlays, len(samples)))
-            .round()
-            .astype(int)
-        )
-        if settings.overlays > 0
-        else set()
-    )
+    evaluate = split.has_masks
+    confusion = ConfusionMatrix(num_labels) if evaluate else None
+    raw_confusion = ConfusionMatrix(num_labels) if evaluate and settings.crf else None
+    sweep = ThresholdSweep(num_labels) if evaluate else None
+    overlay_ids = set()
+    if settings.overlays > 0:
+        spread = np.linspace(0, len(samples) - 1, min(settings.overlays, len(samples)))
+        overlay_ids = set(spread.round().astype(int).tolist())
     panels: list[np.ndarray] = []
-    coco_images, coco_anns = [], []
+    coco_images, coco_anns, crf_failures = [], [], []
     for folder in ("masks", "overlays") + (("cams",) if settings.save_cams else ()):
         (out_dir / folder).mkdir(parents=True, exist_ok=True)
+    images_root = split.root / "images"
 
-    loader = DataLoader(
-        _ImageReader(samples),
-        batch_size=None,
-        num_workers=settings.num_workers,
-        collate_fn=lambda x: x,
-    )
     start = time.perf_counter()
     bar = tqdm(total=len(samples), desc="generate masks", unit="img")
-    for batch in _same_size_batches(loader, settings.batch_size):
-        images = torch.stack([torch.from_numpy(img).permute(2, 0, 1) for _, img in batch])
-        images = images.to(device).float().div_(255)
-        targets = [list(samples[i].labels) for i, _ in batch]
-        summed = multiscale_cams(method, images, targets, settings.scales, settings.flip)
-        for (index, image), cams in zip(batch, summed, strict=True):
-            sample = samples[index]
-            cams = normalize_cams(cams).float().cpu().numpy()
-            label_map = cam_to_label_map(
-                cams, sample.labels, settings.bg_threshold, settings.fg_threshold
+    records = _image_maps(samples, method, settings, device)
+    for record, refined in _with_crf(records, samples, settings):
+        sample, cams, image = samples[record.index], record.cams, record.image
+        label_map = record.label_map
+        if isinstance(refined, CRFFailure):
+            log.warning(
+                "CRF failed on %s (%s); keeping its unrefined mask",
+                sample.image_path,
+                refined.error,
             )
-            mask_path = output_path(out_dir, "masks", sample.image_id, ".png")
-            mask_path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(mask_path) as tmp:
-                save_label_map(tmp, label_map)
-            coco_id = index + 1
-            coco_images.append(
-                {
-                    "id": coco_id,
-                    "file_name": str(sample.image_path.relative_to(split.root / "images"))
-                    if sample.image_path.is_relative_to(split.root / "images")
-                    else sample.image_path.name,
-                    "width": int(image.shape[1]),
-                    "height": int(image.shape[0]),
-                }
-            )
-            coco_anns += coco_annotations(label_map, cams, sample.labels, coco_id)
-            if settings.save_cams:
-                cam_path = output_path(out_dir, "cams", sample.image_id, ".npz")
-                cam_path.parent.mkdir(parents=True, exist_ok=True)
-                with atomic_path(cam_path) as tmp, open(tmp, "wb") as f:
-                    np.savez_compressed(
-                        f, cams=cams.astype(np.float16), classes=np.array(sample.labels, np.int64)
-                    )
-            if confusion is not None:
-                gt = load_label_map(sample.mask_path, size=label_map.shape)
-                confusion.update(label_map, gt)
-                sweep.update(cams, sample.labels, gt)
-            if index in overlay_ids:
-                panel = overlay_panel(image, label_map, cams, title=sample.image_id)
-                overlay_path = output_path(out_dir, "overlays", sample.image_id, ".png")
-                overlay_path.parent.mkdir(parents=True, exist_ok=True)
-                save_rgb(overlay_path, panel)
-                panels.append(panel)
-        bar.update(len(batch))
+            crf_failures.append({"image": str(sample.image_path), "error": refined.error})
+        elif refined is not None:
+            label_map = refined
+        mask_path = output_path(out_dir, "masks", sample.image_id, ".png")
+        mask_path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(mask_path) as tmp:
+            save_label_map(tmp, label_map)
+        coco_id = record.index + 1
+        file_name = (
+            sample.image_path.relative_to(images_root).as_posix()
+            if sample.image_path.is_relative_to(images_root)
+            else sample.image_path.name
+        )
+        coco_images.append(
+            {
+                "id": coco_id,
+                "file_name": file_name,
+                "width": int(image.shape[1]),
+                "height": int(image.shape[0]),
+            }
+        )
+        coco_anns += coco_annotations(label_map, cams, sample.labels, coco_id)
+        if settings.save_cams:
+            cam_path = output_path(out_dir, "cams", sample.image_id, ".npz")
+            cam_path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(cam_path) as tmp, open(tmp, "wb") as f:
+                np.savez_compressed(
+                    f, cams=cams.astype(np.float16), classes=np.array(sample.labels, np.int64)
+                )
+        if evaluate:
+            gt = load_label_map(sample.mask_path, size=label_map.shape)
+            confusion.update(label_map, gt)
+            if raw_confusion is not None:
+                raw_confusion.update(record.label_map, gt)
+            sweep.update(cams, sample.labels, gt)
+        if record.index in overlay_ids:
+            panel = overlay_panel(image, label_map, cams, title=sample.image_id)
+            overlay_path = output_path(out_dir, "overlays", sample.image_id, ".png")
+            overlay_path.parent.mkdir(parents=True, exist_ok=True)
+            save_rgb(overlay_path, panel)
+            panels.append(panel)
+        bar.update(1)
     bar.close()
     seconds = time.perf_counter() - start
 
     outputs = {"masks": str(out_dir / "masks")}
     write_coco(out_dir / "annotations.json", coco_images, coco_anns, split.class_names)
     outputs["annotations"] = str(out_dir / "annotations.json")
+    if crf_failures:
+        write_json(out_dir / "crf_failures.json", crf_failures)
+        outputs["crf_failures"] = str(out_dir / "crf_failures.json")
     if panels:
         save_rgb(out_dir / "overlays" / "contact_sheet.png", contact_sheet(panels))
         outputs["contact_sheet"] = str(out_dir / "overlays" / "contact_sheet.png")
     result = GenerationResult(
-        len(samples), len(coco_anns), seconds, out_dir, confusion, sweep, outputs
+        len(samples),
+        len(coco_anns),
+        seconds,
+        out_dir,
+        confusion,
+        sweep,
+        outputs,
+        raw_confusion,
+        len(crf_failures),
     )
     if confusion is not None:
-        write_metrics(out_dir, result, split.class_names, settings.bg_threshold)
+        write_metrics(out_dir, result, split.class_names, settings)
     return result
 
 
 def write_metrics(
-    out_dir: Path, result: GenerationResult, class_names: Sequence[str], threshold: float
+    out_dir: Path, result: GenerationResult, class_names: Sequence[str], settings: GenerateSettings
 ) -> None:
     """Write ``metrics.json`` and ``threshold_sweep.png`` from an evaluated generation."""
+    threshold_rule = result.raw_confusion or result.confusion
     metrics = {
-        "fixed_threshold": {"bg_threshold": threshold, **result.confusion.summary(class_names)},
+        "masks_on_disk": result.confusion.summary(class_names),
+        "fixed_threshold": {
+            "bg_threshold": settings.bg_threshold,
+            "fg_threshold": settings.fg_threshold,
+            **threshold_rule.summary(class_names),
+        },
+        "crf": asdict(settings.crf) if settings.crf else None,
         "threshold_sweep": result.sweep.summary(),
         "images": result.num_images,
         "seconds": round(result.seconds, 2),
     }
     write_json(out_dir / "metrics.json", metrics)
     with atomic_path(out_dir / "threshold_sweep.png") as tmp:
-        result.sweep.save_plot(tmp, fixed_threshold=threshold)
+        result.sweep.save_plot(tmp, fixed_threshold=settings.bg_threshold)
     result.outputs["metrics"] = str(out_dir / "metrics.json")
     result.outputs["sweep_plot"] = str(out_dir / "threshold_sweep.png")
