@@ -93,6 +93,24 @@ def test_generate_with_checkpoint_then_evaluate(workspace):
     assert "tuned on ground truth" in proc.stdout
 
 
+def test_generate_with_dense_crf_reports_both_figures(workspace, tmp_path):
+    pytest.importorskip("pydensecrf.densecrf")
+    root, cache = workspace
+    proc = run(
+        "wsss.generate_masks",
+        *GENERATE_TINY,
+        "crf=dense",
+        "crf.workers=2",
+        f"checkpoint={root / 'train_run/checkpoint.pt'}",
+        f"hydra.run.dir={tmp_path / 'o'}",
+        cwd=tmp_path,
+        cache=cache,
+    )
+    assert "mIoU after CRF (label mode)" in proc.stdout
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert {"miou", "crf_miou", "uncertain_pixel_fraction"} <= set(summary)
+
+
 def test_demo_without_checkpoint_trains_once_then_reuses(workspace, tmp_path):
     root, cache = workspace
     # Run from an unrelated working directory: nothing may depend on it.

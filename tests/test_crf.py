@@ -56,11 +56,12 @@ def test_label_mode_marks_disagreement_uncertain():
 def test_soft_mode_equals_a_bare_pydensecrf_call():
     dcrf = import_pydensecrf()
     image, _, cams = scene()
-    s = CRFSettings(mode="soft", bilateral_sxy=80, bilateral_srgb=13, alpha=8)
+    s = CRFSettings(mode="soft", bilateral_sxy=80, bilateral_srgb=13, alpha=8, reference_size=48)
     probs = np.concatenate([(1 - cams.max(0, keepdims=True)) ** 8, cams])
     crf = dcrf.DenseCRF2D(48, 48, 2)
-    crf.setUnaryEnergy(np.ascontiguousarray(-np.log(np.clip(probs, 1e-5, 1)).reshape(2, -1),
-                                            dtype=np.float32))
+    crf.setUnaryEnergy(
+        np.ascontiguousarray(-np.log(np.clip(probs, 1e-5, 1)).reshape(2, -1), dtype=np.float32)
+    )
     crf.addPairwiseGaussian(sxy=3, compat=3)
     crf.addPairwiseBilateral(sxy=80, srgb=13, rgbim=image, compat=10)
     bare = np.array(crf.inference(10)).reshape(2, 48, 48).argmax(0)
@@ -68,12 +69,24 @@ def test_soft_mode_equals_a_bare_pydensecrf_call():
     assert np.array_equal(ours, np.array([0, 5], np.uint8)[bare])
 
 
+def test_spatial_widths_scale_with_the_image_size():
+    image, _, cams = scene()
+    s = CRFSettings(reference_size=48 * 4, bilateral_sxy=80, gaussian_sxy=12)
+    same = CRFSettings(reference_size=None, bilateral_sxy=20)
+    assert np.array_equal(
+        refine_label_map(image, cams, [0], s), refine_label_map(image, cams, [0], same)
+    )
+
+
 def test_downscale_keeps_the_full_size_and_the_answer():
     image, truth, cams = scene(64)
-    full = refine_label_map(image, cams, [0], CRFSettings())
-    half = refine_label_map(image, cams, [0], CRFSettings(downscale=0.5))
+    full = refine_label_map(image, cams, [0], CRFSettings(reference_size=None, bilateral_sxy=20))
+    half = refine_label_map(
+        image, cams, [0], CRFSettings(reference_size=None, bilateral_sxy=20, downscale=0.5)
+    )
     assert half.shape == (64, 64)
     assert iou(half == 1, full == 1) > 0.8
+    assert abs(iou(half == 1, truth) - iou(full == 1, truth)) < 0.1
 
 
 def test_inputs_that_pydensecrf_would_misread_are_refused():

@@ -120,9 +120,7 @@ def test_every_method_runs_through_the_pipeline(tiny_dataset, tmp_path, method):
         assert cams.min() >= 0 and cams.max() <= 1.0 + 1e-3
 
 
-def test_crf_in_two_workers_matches_one_and_is_scored_against_the_raw_masks(
-    tiny_dataset, tmp_path
-):
+def test_crf_in_two_workers_matches_one_and_is_scored_against_the_raw_masks(tiny_dataset, tmp_path):
     pytest.importorskip("pydensecrf.densecrf")
     from wsss.crf import CRFSettings
 

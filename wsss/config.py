@@ -110,6 +110,7 @@ class CRFConfig:
     low_threshold: float = 0.05
     alpha: float = 4.0
     downscale: float = 1.0
+    reference_size: int | None = 500
     #: worker processes; 0: all cores
     workers: int = 0
 

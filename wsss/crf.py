@@ -9,8 +9,10 @@ Two recipes:
 * ``soft`` (PSA): background score ``(1 - max_c cam_c) ** alpha``, the unary is the negative log
   of the (clipped) scores of background and the image's classes.
 
-Only background and the image's own classes enter the CRF. ``downscale`` < 1 runs it on a
-smaller image with the spatial kernel widths scaled alike, and upsamples the marginals.
+Only background and the image's own classes enter the CRF. Spatial kernel widths are given for an
+image of ``reference_size`` pixels on its long side (500: IRN's values for VOC) and scale with the
+image. ``downscale`` < 1 runs the CRF on a smaller image with the widths scaled alike, and
+upsamples the marginals.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ class CRFSettings:
     alpha: float = 4.0
     #: run on an image resized by this factor (<= 1), spatial widths scaled with it
     downscale: float = 1.0
+    #: the sxy widths are in pixels of an image whose long side is this (IRN's values are for
+    #: VOC, about 500 px); they scale with the image. None: plain pixels.
+    reference_size: int | None = 500
 
     def validate(self) -> None:
         if self.mode not in ("label", "soft"):
@@ -72,6 +77,8 @@ class CRFSettings:
             raise ConfigError(
                 "crf thresholds must satisfy 0 <= low_threshold <= high_threshold <= 1"
             )
+        if self.reference_size is not None and self.reference_size < 1:
+            raise ConfigError(f"crf.reference_size must be >= 1, got {self.reference_size}")
         if self.iterations < 1:
             raise ConfigError(f"crf.iterations must be >= 1, got {self.iterations}")
 
@@ -139,12 +146,15 @@ def _crf_argmax(
     """
     height, width = image.shape[:2]
     scale = settings.downscale
+    spatial = scale * (
+        max(height, width) / settings.reference_size if settings.reference_size else 1
+    )
     if scale < 1:
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
         image = _resize(image.transpose(2, 0, 1), size, 1).transpose(1, 2, 0)
         image = np.ascontiguousarray(image.round().astype(np.uint8))
         source = _resize(source, size, order)
-    marginals = dense_crf(image, make_unary(source), settings, scale)
+    marginals = dense_crf(image, make_unary(source), settings, spatial)
     if scale < 1:
         marginals = _resize(marginals, (height, width), 1)
     return marginals.argmax(axis=0)

@@ -131,7 +131,7 @@ def make_cam_method(model: CAMClassifier, settings: GenerateSettings) -> CamMeth
 
 
 @dataclass
-class _ImageMaps:
+class ImageMaps:
     """One image's normalised maps (N, H, W) and the threshold rule's label map."""
 
     index: int
@@ -140,9 +140,9 @@ class _ImageMaps:
     label_map: np.ndarray
 
 
-def _image_maps(
+def image_maps(
     samples: Sequence[Sample], method: CamMethod, settings: GenerateSettings, device
-) -> Iterator[_ImageMaps]:
+) -> Iterator[ImageMaps]:
     """Stream every image's maps and thresholded label map, in split order."""
     loader = DataLoader(
         _ImageReader(samples),
@@ -159,19 +159,19 @@ def _image_maps(
             cams = normalize_cams(cams).float().cpu().numpy()
             labels = samples[index].labels
             label_map = cam_to_label_map(cams, labels, settings.bg_threshold, settings.fg_threshold)
-            yield _ImageMaps(index, image, cams, label_map)
+            yield ImageMaps(index, image, cams, label_map)
 
 
 def _with_crf(
-    records: Iterator[_ImageMaps], samples: Sequence[Sample], settings: GenerateSettings
-) -> Iterator[tuple[_ImageMaps, np.ndarray | CRFFailure | None]]:
+    records: Iterator[ImageMaps], samples: Sequence[Sample], settings: GenerateSettings
+) -> Iterator[tuple[ImageMaps, np.ndarray | CRFFailure | None]]:
     """Pair each record with its CRF-refined label map (None without CRF), in order; the CRF
     runs in ``crf_workers`` processes while this process computes the next maps."""
     if settings.crf is None:
         for record in records:
             yield record, None
         return
-    in_flight: deque[_ImageMaps] = deque()
+    in_flight: deque[ImageMaps] = deque()
 
     def jobs():
         for record in records:
@@ -219,7 +219,7 @@ def generate_pseudo_masks(
 
     start = time.perf_counter()
     bar = tqdm(total=len(samples), desc="generate masks", unit="img")
-    records = _image_maps(samples, method, settings, device)
+    records = image_maps(samples, method, settings, device)
     for record, refined in _with_crf(records, samples, settings):
         sample, cams, image = samples[record.index], record.cams, record.image
         label_map = record.label_map
