@@ -7,8 +7,8 @@ For each method it prints the time per image, the ratio to one plain forward pas
 batch (``model(images)`` under inference mode), and, when ``grad-cam`` is installed
 (``pip install grad-cam``), the same work done by pytorch-grad-cam (one call per class rank, as
 its API takes one target per image), the speed-up, and the largest difference between the two
-libraries' maps after both are min-max normalised and upsampled by pytorch-grad-cam's own
-``scale_cam_image``. Score-CAM is timed on the first ``--score-images`` images only (one forward
+libraries' maps after both are post-processed by pytorch-grad-cam's own code (min-max normalise,
+resize, normalise again). Score-CAM is timed on the first ``--score-images`` images only (one forward
 per channel: 2,048 per image for ResNet-50).
 
     python scripts/bench_cams.py                      # about 15 minutes on 2 CPU cores
@@ -68,9 +68,14 @@ def reference_maps(model, images, targets, method: str, batch_size: int):
 
 
 def scaled_like_reference(maps: list[torch.Tensor], size: tuple[int, int]) -> np.ndarray:
+    """Post-process raw maps exactly as pytorch-grad-cam does its own: min-max normalise and
+    resize (``scale_cam_image`` with a size), then min-max normalise again (its layer
+    aggregation), since the resized map no longer spans [0, 1] exactly."""
     from pytorch_grad_cam.utils.image import scale_cam_image
 
-    return np.stack([scale_cam_image(m.float().numpy(), (size[1], size[0])) for m in maps])
+    return np.stack(
+        [scale_cam_image(scale_cam_image(m.float().numpy(), (size[1], size[0]))) for m in maps]
+    )
 
 
 def main() -> None:
