@@ -7,9 +7,9 @@ For each method it prints the time per image, the ratio to one plain forward pas
 batch (``model(images)`` under inference mode), and, when ``grad-cam`` is installed
 (``pip install grad-cam``), the same work done by pytorch-grad-cam (one call per class rank, as
 its API takes one target per image), the speed-up, and the largest difference between the two
-libraries' maps after both are post-processed by pytorch-grad-cam's own code (min-max normalise,
-resize, normalise again). Score-CAM is timed on the first ``--score-images`` images only (one forward
-per channel: 2,048 per image for ResNet-50).
+libraries' maps after both are post-processed by pytorch-grad-cam's own code (min-max
+normalise, resize, normalise again). Score-CAM is timed on the first ``--score-images`` images
+only (one forward per channel: 2,048 per image for ResNet-50).
 
     python scripts/bench_cams.py                      # about 15 minutes on 2 CPU cores
     python scripts/bench_cams.py --score-images 0     # gradient methods only, about 1 minute
