@@ -16,6 +16,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from wsss.crf import CRFSettings
 from wsss.errors import ConfigError
 
 
@@ -94,23 +95,11 @@ class MaskConfig:
 
 
 @dataclass
-class CRFConfig:
-    """Dense CRF refinement; ``name: none`` switches it off. See :class:`wsss.crf.CRFSettings`."""
+class CRFConfig(CRFSettings):
+    """Dense CRF refinement (every field of :class:`wsss.crf.CRFSettings`), plus the switch and
+    the number of worker processes."""
 
     name: str = "none"  # none | dense
-    mode: str = "label"  # label (IRN) | soft (PSA)
-    iterations: int = 10
-    gaussian_sxy: float = 3.0
-    gaussian_compat: float = 3.0
-    bilateral_sxy: float = 50.0
-    bilateral_srgb: float = 5.0
-    bilateral_compat: float = 10.0
-    gt_prob: float = 0.7
-    high_threshold: float = 0.30
-    low_threshold: float = 0.05
-    alpha: float = 4.0
-    downscale: float = 1.0
-    reference_size: int | None = 500
     #: worker processes; 0: all cores
     workers: int = 0
 

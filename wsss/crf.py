@@ -43,7 +43,7 @@ def import_pydensecrf():
     return dcrf
 
 
-@dataclass(frozen=True)
+@dataclass
 class CRFSettings:
     """Every pydensecrf parameter (the ``crf`` config group)."""
 
