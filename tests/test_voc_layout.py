@@ -1,5 +1,6 @@
 """A VOC-style fixture (JPEGImages, SegmentationClass, ImageSets) read via labels_from_masks."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -7,6 +8,8 @@ import numpy as np
 from PIL import Image
 
 from wsss.data import load_split, save_label_map
+from wsss.models import ModelSpec, create_classifier
+from wsss.pipeline import GenerateSettings, generate_pseudo_masks
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import labels_from_masks  # noqa: E402
@@ -50,3 +53,11 @@ def test_voc_layout_becomes_a_folder_dataset(tmp_path):
     split = load_split(voc, "train.csv", images_dir="JPEGImages", masks_dir="SegmentationClass")
     assert len(split.class_names) == 20 and split.has_masks
     assert [s.labels for s in split.samples] == [(0, 14), (19,)]
+
+    # The whole generation runs on it; COCO file names are relative to JPEGImages/.
+    model = create_classifier(ModelSpec("smallcnn", None, {"width": 4}), 20)
+    out = tmp_path / "out"
+    generate_pseudo_masks(model, split, out, GenerateSettings(scales=(1.0,), overlays=0))
+    coco = json.loads((out / "annotations.json").read_text())
+    assert [i["file_name"] for i in coco["images"]] == ["2007_000032.jpg", "2007_000039.jpg"]
+    assert (out / "masks" / "2007_000039.png").is_file()

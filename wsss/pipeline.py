@@ -88,12 +88,15 @@ class GenerationResult:
     crf_failures: int = 0
 
 
-def output_path(out_dir: Path, folder: str, image_id: str, suffix: str) -> Path:
-    """``out_dir/folder/<image_id><suffix>``, refusing any id that would leave ``folder``."""
+def output_path(out_dir: Path, folder: str, image_id: str, suffix: str, create=False) -> Path:
+    """``out_dir/folder/<image_id><suffix>``, refusing any id that would leave ``folder``;
+    with ``create``, its parent folders are made."""
     base = (out_dir / folder).resolve()
     path = (base / f"{image_id}{suffix}").resolve()
     if not path.is_relative_to(base):
         raise ValueError(f"image id {image_id!r} would write outside {base}")
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -215,7 +218,6 @@ def generate_pseudo_masks(
     coco_images, coco_anns, crf_failures = [], [], []
     for folder in ("masks", "overlays") + (("cams",) if settings.save_cams else ()):
         (out_dir / folder).mkdir(parents=True, exist_ok=True)
-    images_root = split.root / "images"
 
     start = time.perf_counter()
     bar = tqdm(total=len(samples), desc="generate masks", unit="img")
@@ -232,28 +234,20 @@ def generate_pseudo_masks(
             crf_failures.append({"image": str(sample.image_path), "error": refined.error})
         elif refined is not None:
             label_map = refined
-        mask_path = output_path(out_dir, "masks", sample.image_id, ".png")
-        mask_path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(mask_path) as tmp:
+        with atomic_path(output_path(out_dir, "masks", sample.image_id, ".png", True)) as tmp:
             save_label_map(tmp, label_map)
         coco_id = record.index + 1
-        file_name = (
-            sample.image_path.relative_to(images_root).as_posix()
-            if sample.image_path.is_relative_to(images_root)
-            else sample.image_path.name
-        )
         coco_images.append(
             {
                 "id": coco_id,
-                "file_name": file_name,
+                "file_name": sample.file_name,
                 "width": int(image.shape[1]),
                 "height": int(image.shape[0]),
             }
         )
         coco_anns += coco_annotations(label_map, cams, sample.labels, coco_id)
         if settings.save_cams:
-            cam_path = output_path(out_dir, "cams", sample.image_id, ".npz")
-            cam_path.parent.mkdir(parents=True, exist_ok=True)
+            cam_path = output_path(out_dir, "cams", sample.image_id, ".npz", True)
             with atomic_path(cam_path) as tmp, open(tmp, "wb") as f:
                 np.savez_compressed(
                     f, cams=cams.astype(np.float16), classes=np.array(sample.labels, np.int64)
@@ -266,9 +260,7 @@ def generate_pseudo_masks(
             sweep.update(cams, sample.labels, gt)
         if record.index in overlay_ids:
             panel = overlay_panel(image, label_map, cams, title=sample.image_id)
-            overlay_path = output_path(out_dir, "overlays", sample.image_id, ".png")
-            overlay_path.parent.mkdir(parents=True, exist_ok=True)
-            save_rgb(overlay_path, panel)
+            save_rgb(output_path(out_dir, "overlays", sample.image_id, ".png", True), panel)
             panels.append(panel)
         bar.update(1)
     bar.close()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from wsss.errors import DataError
@@ -28,11 +28,13 @@ from wsss.errors import DataError
 class Sample:
     """One image of a split.
 
-    ``image_id`` is the file path relative to ``images/`` without its suffix (POSIX separators);
-    it names every output written for the image. ``labels`` are 0-based class indices, sorted.
+    ``file_name`` is the file path relative to the images folder (POSIX separators); ``image_id``
+    is the same without its suffix and names every output written for the image. ``labels`` are
+    0-based class indices, sorted.
     """
 
     image_id: str
+    file_name: str
     image_path: Path
     labels: tuple[int, ...]
     mask_path: Path | None
@@ -45,6 +47,11 @@ class LabelledSplit:
     class_names: tuple[str, ...]
     samples: tuple[Sample, ...]
     root: Path
+    images_dir: str = "images"
+
+    @property
+    def images_root(self) -> Path:
+        return self.root / self.images_dir
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -158,14 +165,15 @@ def load_split(
         samples.append(
             Sample(
                 image_id=image_id,
+                file_name=rel.as_posix(),
                 image_path=root / images_dir / rel,
                 labels=tuple(sorted({index[n] for n in names})),
                 mask_path=mask_path,
             )
         )
     if not all(s.mask_path is not None and s.mask_path.is_file() for s in samples):
-        samples = [Sample(s.image_id, s.image_path, s.labels, None) for s in samples]
-    return LabelledSplit(class_names=tuple(class_names), samples=tuple(samples), root=root)
+        samples = [replace(s, mask_path=None) for s in samples]
+    return LabelledSplit(tuple(class_names), tuple(samples), root, images_dir)
 
 
 def write_labels_csv(path: str | os.PathLike, rows: list[tuple[str, list[str]]]) -> None:
