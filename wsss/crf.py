@@ -51,15 +51,16 @@ class CRFSettings:
     iterations: int = 10
     gaussian_sxy: float = 3.0
     gaussian_compat: float = 3.0
-    bilateral_sxy: float = 50.0
-    bilateral_srgb: float = 5.0
+    # Tuned on the synthetic train split (scripts/tune_crf.py); IRN uses sxy 50, srgb 5.
+    bilateral_sxy: float = 80.0
+    bilateral_srgb: float = 13.0
     bilateral_compat: float = 10.0
     #: label mode: confidence of the hard labels, and the two foreground thresholds
     gt_prob: float = 0.7
     high_threshold: float = 0.30
     low_threshold: float = 0.05
     #: soft mode: exponent of the background score
-    alpha: float = 4.0
+    alpha: float = 2.0
     #: run on an image resized by this factor (<= 1), spatial widths scaled with it
     downscale: float = 1.0
     #: the sxy widths are in pixels of an image whose long side is this (IRN's values are for
