@@ -79,6 +79,8 @@ class _ClassRecord:
     energy_near: list[float] = field(default_factory=list)
     pointing: list[bool] = field(default_factory=list)
     iou: list[float] = field(default_factory=list)
+    p_without_object: list[float] = field(default_factory=list)
+    p_with_object: list[float] = field(default_factory=list)
     p_full: list[float] = field(default_factory=list)
     p_masked: list[float] = field(default_factory=list)
     deletion: list[float] = field(default_factory=list)
@@ -98,6 +100,8 @@ class _ClassRecord:
                 energy_near=mean(self.energy_near),
                 pointing_game=mean([float(p) for p in self.pointing]),
                 map_iou=mean(self.iou),
+                p_with_object=mean(self.p_with_object),
+                p_without_object=mean(self.p_without_object),
             )
         if self.p_full:
             out.update(
@@ -204,8 +208,12 @@ def explain(
             record.p_masked.append(p_masked)
             record.deletion.append(deletion)
             record.insertion.append(insertion)
-            metrics.update(p=round(p_full, 4), p_map_only=round(p_masked, 4),
-                           deletion_auc=round(deletion, 4), insertion_auc=round(insertion, 4))
+            metrics.update(
+                p=round(p_full, 4),
+                p_map_only=round(p_masked, 4),
+                deletion_auc=round(deletion, 4),
+                insertion_auc=round(insertion, 4),
+            )
             if item.mask is not None and (item.mask == cls + 1).any():
                 has_masks = True
                 obj = item.mask == cls + 1
@@ -219,6 +227,9 @@ def explain(
                     map_metrics.pointing_hit(cam, obj, settings.pointing_tolerance)
                 )
                 record.iou.append(map_metrics.map_iou(cam, obj, settings.iou_threshold))
+                removed = probability_of(cls)(map_metrics.remove_object(x, obj)[None])
+                record.p_with_object.append(p_full)
+                record.p_without_object.append(float(removed[0]))
                 metrics.update(energy_inside=round(inside, 4), energy_near=round(near_energy, 4))
                 if near_energy == near_energy:
                     picture = class_figure(item.image, cam[None], [class_names[cls]])
@@ -240,13 +251,22 @@ def explain(
     flagged = []
     if has_masks:
         flagged = [
-            name for name, s in per_class.items()
+            name
+            for name, s in per_class.items()
             if s.get("energy_near") is not None and s["energy_near"] < settings.shortcut_energy
         ]
     overall = _ClassRecord()
     for record in records.values():
-        for key in ("energy_inside", "energy_near", "pointing", "iou", "p_full", "p_masked",
-                    "deletion", "insertion"):
+        for key in (
+            "energy_inside",
+            "energy_near",
+            "pointing",
+            "iou",
+            "p_full",
+            "p_masked",
+            "deletion",
+            "insertion",
+        ):
             getattr(overall, key).extend(getattr(record, key))
     summary = {
         "method": settings.method,
@@ -257,7 +277,9 @@ def explain(
         "shortcut_rule": (
             f"energy within {settings.near_margin:.0%} of the image size around the objects "
             f"< {settings.shortcut_energy}"
-        ) if has_masks else "needs ground-truth masks",
+        )
+        if has_masks
+        else "needs ground-truth masks",
         "per_image": per_image,
     }
     write_json(out_dir / "explain.json", summary)
@@ -277,11 +299,15 @@ def render_report(summary: dict, worst: dict, figures: list[tuple[str, str]]) ->
     (embedded), and a gallery of per-image figures (linked, relative to the report)."""
     esc = html.escape
     columns = [
-        ("images", "images"), ("energy_inside", "energy in object"),
-        ("energy_near", "energy near object"), ("pointing_game", "pointing game"),
-        ("map_iou", "map IoU"), ("average_drop", "average drop %"),
+        ("images", "images"),
+        ("energy_inside", "energy in object"),
+        ("energy_near", "energy near object"),
+        ("pointing_game", "pointing game"),
+        ("map_iou", "map IoU"),
+        ("average_drop", "average drop %"),
         ("increase_in_confidence", "increase in confidence %"),
-        ("deletion_auc", "deletion AUC"), ("insertion_auc", "insertion AUC"),
+        ("deletion_auc", "deletion AUC"),
+        ("insertion_auc", "insertion AUC"),
     ]
     present = [(k, t) for k, t in columns if any(k in s for s in summary["per_class"].values())]
 
@@ -310,10 +336,12 @@ def render_report(summary: dict, worst: dict, figures: list[tuple[str, str]]) ->
     if summary["shortcut_rule"] == "needs ground-truth masks":
         verdict = "<p>No ground-truth masks: localisation and shortcut checks were skipped.</p>"
     elif not flagged_html:
-        verdict = ("<p>No class was flagged: every class keeps most of its map energy near its "
-                   f"objects ({esc(summary['shortcut_rule'])}).</p>")
+        verdict = (
+            "<p>No class was flagged: every class keeps most of its map energy near its "
+            f"objects ({esc(summary['shortcut_rule'])}).</p>"
+        )
     else:
-        verdict = (f"<p>Flagged when {esc(summary['shortcut_rule'])}.</p>" + "".join(flagged_html))
+        verdict = f"<p>Flagged when {esc(summary['shortcut_rule'])}.</p>" + "".join(flagged_html)
     gallery = "".join(
         f"<figure><img src='{esc(path)}'><figcaption>{esc(image_id)}</figcaption></figure>"
         for image_id, path in figures
@@ -328,11 +356,13 @@ tr.flag {{ background: #fdd; }} tr.overall {{ font-weight: bold; }}
 figure {{ margin: 0; }} figcaption {{ font-size: small; }}
 </style></head><body>
 <h1>What the classifier looks at</h1>
-<p>Method: {esc(summary['method'])}; {summary['images']} images.</p>
+<p>Method: {esc(summary["method"])}; {summary["images"]} images.</p>
 <h2>Per class</h2>
-<table><tr><th>class</th>{header}</tr>{''.join(rows)}</table>
+<table><tr><th>class</th>{header}</tr>{"".join(rows)}</table>
 <p>Energy: share of the map inside (or near) the objects. Pointing game: the map's peak is on
-the object. Average drop and increase in confidence: the class probability when only the map's
+the object. p with the object removed: the class probability once the object is filled in from
+its surroundings; a class the classifier recognises by its context keeps much of it.
+Average drop and increase in confidence: the class probability when only the map's
 region of the image is kept. Deletion (lower is better) and insertion (higher is better): the
 probability as the most salient pixels are removed or added.</p>
 <h2>Likely shortcuts</h2>

@@ -6,6 +6,10 @@ Localisation (needs the object's ground-truth mask):
 * pointing game (Zhang et al.): is the map's maximum on the object (within ``tolerance`` px);
 * map-vs-mask IoU: the map thresholded at ``threshold`` against the object's mask.
 
+Context reliance (needs the mask): the class probability once the object is removed from the
+image (filled in from its surroundings). A classifier that learned the object keeps little of
+it; one that learned the object's usual context (boats -> water) keeps much of it.
+
 Faithfulness (no mask needed; Grad-CAM++ and RISE papers), from the classifier's probability of
 the class:
 
@@ -33,13 +37,15 @@ def energy_inside(cam: np.ndarray, mask: np.ndarray) -> float:
     return float(cam[mask].sum()) / total if total > 0 else float("nan")
 
 
-def pointing_hit(cam: np.ndarray, mask: np.ndarray, tolerance: int = 0) -> bool:
-    """Whether the map's maximum lies on the object, or within ``tolerance`` pixels of it."""
+def pointing_hit(cam: np.ndarray, mask: np.ndarray, tolerance: float = 0) -> bool:
+    """Whether the map's maximum lies on the object, or within ``tolerance`` pixels (Euclidean)
+    of it."""
     y, x = np.unravel_index(int(np.argmax(cam)), cam.shape)
-    if tolerance <= 0:
-        return bool(mask[y, x])
-    near = ndimage.binary_dilation(mask, iterations=tolerance)
-    return bool(near[y, x])
+    if mask[y, x]:
+        return True
+    if tolerance <= 0 or not mask.any():
+        return False
+    return bool(ndimage.distance_transform_edt(~mask)[y, x] <= tolerance)
 
 
 def map_iou(cam: np.ndarray, mask: np.ndarray, threshold: float = 0.5) -> float:
@@ -47,6 +53,17 @@ def map_iou(cam: np.ndarray, mask: np.ndarray, threshold: float = 0.5) -> float:
     region = cam >= threshold
     union = np.logical_or(region, mask).sum()
     return float(np.logical_and(region, mask).sum() / union) if union else float("nan")
+
+
+def remove_object(image: torch.Tensor, mask: np.ndarray, sigma: float = 6.0) -> torch.Tensor:
+    """``image`` (3, H, W) with the (slightly dilated) ``mask`` filled from its surroundings by
+    normalised convolution: a blur of the rest of the image, weighted by what is left."""
+    keep = (~ndimage.binary_dilation(mask, iterations=2)).astype(np.float32)
+    pixels = image.cpu().numpy()
+    filled = ndimage.gaussian_filter(pixels * keep, (0, sigma, sigma))
+    weight = ndimage.gaussian_filter(keep, sigma)
+    filled = filled / np.maximum(weight, 1e-6)
+    return torch.from_numpy(np.where(keep > 0, pixels, filled)).to(image)
 
 
 Probability = Callable[[torch.Tensor], torch.Tensor]
@@ -80,9 +97,9 @@ def deletion_insertion(
     Pixels are ranked by map value; at step k the top k/steps of them are taken from the
     image (deletion: replaced by a blurred copy; insertion: pasted into the blurred copy).
     """
-    blurred = torch.from_numpy(
-        ndimage.gaussian_filter(image.cpu().numpy(), sigma=(0, 5, 5))
-    ).to(image)
+    blurred = torch.from_numpy(ndimage.gaussian_filter(image.cpu().numpy(), sigma=(0, 5, 5))).to(
+        image
+    )
     order = np.argsort(-cam.ravel(), kind="stable")
     keep = torch.zeros(cam.size, dtype=torch.bool)
     deleted, inserted = [], []
