@@ -30,3 +30,26 @@ def test_demo_cam_baseline_lands_in_the_calibrated_band(tmp_path):
     assert 0.40 <= summary["miou"] <= 0.70
     assert summary["classifier_val_map"] > 0.8
     assert summary["best_threshold_miou"] >= summary["miou"]
+
+
+@pytest.mark.slow
+def test_explain_flags_the_class_built_with_a_characteristic_background(tmp_path):
+    """Boats nearly always sit on water in the synthetic data. The demo classifier learns that
+    shortcut (its boat probability largely survives removing the boat), and the report must say
+    so, naming boat and no other class."""
+    env = {**os.environ, "WSSS_CACHE": str(tmp_path / "cache")}
+    out = tmp_path / "explain"
+    proc = subprocess.run(
+        [sys.executable, "-m", "wsss.explain", f"hydra.run.dir={out}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "explain.json").read_text())
+    assert summary["likely_shortcuts"] == ["boat"]
+    reliance = {k: v["context_reliance"] for k, v in summary["per_class"].items()}
+    assert max(reliance, key=reliance.get) == "boat"
+    assert "boat" in (out / "report.html").read_text().split("Likely shortcuts")[1]

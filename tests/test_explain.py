@@ -48,6 +48,24 @@ def test_faithfulness_metrics_by_hand():
     assert del_good < del_bad and ins_good > ins_bad
 
 
+def test_shortcut_reasons_follow_the_rule():
+    from wsss.explanation import ExplainSettings, shortcut_reasons
+
+    settings = ExplainSettings()
+    learned = {"energy_near": 0.8, "context_reliance": 0.1}
+    assert shortcut_reasons(learned, settings) == []
+    context = {
+        "energy_near": 0.8,
+        "context_reliance": 0.6,
+        "p_with_object": 0.9,
+        "p_without_object": 0.55,
+        "p_absent": 0.02,
+    }
+    assert "60% of the classifier's evidence" in shortcut_reasons(context, settings)[0]
+    spread = {"energy_near": 0.3, "context_reliance": None}
+    assert "only 30% of its map energy" in shortcut_reasons(spread, settings)[0]
+
+
 def test_remove_object_fills_it_from_its_surroundings():
     image = torch.zeros(3, 32, 32)
     image[2] = 1.0  # blue everywhere
@@ -82,6 +100,8 @@ def test_explain_writes_figures_json_and_a_report(tiny_dataset, tmp_path):
         "insertion_auc",
     } <= set(saved["overall"])
     assert summary["likely_shortcuts"] == saved["likely_shortcuts"]
+    assert set(saved["shortcut_reasons"]) == set(saved["likely_shortcuts"])
+    assert all("context_reliance" in v for v in saved["per_class"].values())
     assert len(list((tmp_path / "figures").glob("*.png"))) == 2
     figure = Image.open(tmp_path / "figures" / "00000.png")
     assert figure.width > 4 * figure.height  # the input and 4 maps (top-3 + boat) side by side

@@ -147,6 +147,7 @@ def main(cfg: DictConfig) -> dict:
         iou_threshold=cfg.iou_threshold,
         near_margin=cfg.near_margin,
         shortcut_energy=cfg.shortcut_energy,
+        context_reliance=cfg.context_reliance,
         figures=cfg.figures,
     )
     items, total = _items(cfg, class_names)

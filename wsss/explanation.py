@@ -14,7 +14,7 @@ import html
 import io
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +62,9 @@ class ExplainSettings:
     #: classes whose maps keep less than this share of their energy near their objects are
     #: flagged as likely shortcut learners
     shortcut_energy: float = 0.5
+    #: ... or whose probability keeps at least this share of its evidence (above its level on
+    #: images without the class) once the objects are removed
+    context_reliance: float = 0.5
     deletion_steps: int = 10
     figures: int = 24
     worst_examples: int = 4
@@ -81,6 +84,8 @@ class _ClassRecord:
     iou: list[float] = field(default_factory=list)
     p_without_object: list[float] = field(default_factory=list)
     p_with_object: list[float] = field(default_factory=list)
+    #: the class's probability on labelled images that do not contain it
+    p_absent: list[float] = field(default_factory=list)
     p_full: list[float] = field(default_factory=list)
     p_masked: list[float] = field(default_factory=list)
     deletion: list[float] = field(default_factory=list)
@@ -103,6 +108,12 @@ class _ClassRecord:
                 p_with_object=mean(self.p_with_object),
                 p_without_object=mean(self.p_without_object),
             )
+            if self.p_absent and self.p_with_object:
+                base = float(np.mean(self.p_absent))
+                evidence = float(np.mean(self.p_with_object)) - base
+                kept = float(np.mean(self.p_without_object)) - base
+                out["p_absent"] = round(base, 4)
+                out["context_reliance"] = round(kept / evidence, 4) if evidence > 0 else None
         if self.p_full:
             out.update(
                 average_drop=round(map_metrics.average_drop(self.p_full, self.p_masked), 2),
@@ -196,6 +207,9 @@ def explain(
             "labels": [class_names[c] for c in item.labels] if item.labels else None,
             "classes": {},
         }
+        if item.labels:
+            for cls in set(range(len(probs))) - set(item.labels):
+                records.setdefault(cls, _ClassRecord()).p_absent.append(float(probs[cls]))
         for cls in judged:
             record = records.setdefault(cls, _ClassRecord())
             cam = maps[cls]
@@ -247,36 +261,25 @@ def explain(
 
     if not per_image:
         raise ConfigError("no images to explain")
-    per_class = {class_names[c]: r.summary() for c, r in sorted(records.items())}
-    flagged = []
-    if has_masks:
-        flagged = [
-            name
-            for name, s in per_class.items()
-            if s.get("energy_near") is not None and s["energy_near"] < settings.shortcut_energy
-        ]
+    judged_records = {c: r for c, r in sorted(records.items()) if r.p_full}
+    per_class = {class_names[c]: r.summary() for c, r in judged_records.items()}
+    reasons = {name: shortcut_reasons(stats, settings) for name, stats in per_class.items()}
+    reasons = {name: why for name, why in reasons.items() if why}
     overall = _ClassRecord()
-    for record in records.values():
-        for key in (
-            "energy_inside",
-            "energy_near",
-            "pointing",
-            "iou",
-            "p_full",
-            "p_masked",
-            "deletion",
-            "insertion",
-        ):
+    for record in judged_records.values():
+        for key in (f.name for f in fields(_ClassRecord) if f.name not in ("worst", "p_absent")):
             getattr(overall, key).extend(getattr(record, key))
     summary = {
         "method": settings.method,
         "images": len(per_image),
         "overall": overall.summary(),
         "per_class": per_class,
-        "likely_shortcuts": flagged,
+        "likely_shortcuts": list(reasons),
+        "shortcut_reasons": reasons,
         "shortcut_rule": (
-            f"energy within {settings.near_margin:.0%} of the image size around the objects "
-            f"< {settings.shortcut_energy}"
+            f"less than {settings.shortcut_energy:.0%} of the map energy within "
+            f"{settings.near_margin:.0%} of the image size around the objects, or at least "
+            f"{settings.context_reliance:.0%} of the class evidence left with the objects removed"
         )
         if has_masks
         else "needs ground-truth masks",
@@ -286,6 +289,22 @@ def explain(
     worst = {class_names[c]: r.worst for c, r in records.items()}
     write_text(out_dir / "report.html", render_report(summary, worst, figures))
     return summary
+
+
+def shortcut_reasons(stats: dict, settings: ExplainSettings) -> list[str]:
+    """Why a class looks like a shortcut learner (empty: it does not)."""
+    reasons = []
+    near = stats.get("energy_near")
+    if near is not None and near < settings.shortcut_energy:
+        reasons.append(f"only {near:.0%} of its map energy lies near its objects")
+    reliance = stats.get("context_reliance")
+    if reliance is not None and reliance >= settings.context_reliance:
+        reasons.append(
+            f"{reliance:.0%} of the classifier's evidence for it remains once its objects are "
+            f"removed (p {stats['p_with_object']:.2f} -> {stats['p_without_object']:.2f}; "
+            f"{stats['p_absent']:.2f} on images without it)"
+        )
+    return reasons
 
 
 def _png_data_uri(picture: np.ndarray) -> str:
@@ -328,9 +347,10 @@ def render_report(summary: dict, worst: dict, figures: list[tuple[str, str]]) ->
             f"{e:.2f} near the object</figcaption></figure>"
             for e, i, p in worst.get(name, [])
         )
+        why = "; ".join(summary["shortcut_reasons"][name])
         flagged_html.append(
-            f"<h3>{esc(name)}</h3><p>Most of this class's map energy lies away from its objects: "
-            f"the classifier probably relies on their surroundings. Its worst examples:</p>"
+            f"<h3>{esc(name)}</h3><p>The classifier probably relies on the surroundings of "
+            f"this class's objects: {esc(why)}. Its worst-localised examples:</p>"
             f"<div class='row'>{pictures}</div>"
         )
     if summary["shortcut_rule"] == "needs ground-truth masks":
@@ -361,7 +381,8 @@ figure {{ margin: 0; }} figcaption {{ font-size: small; }}
 <table><tr><th>class</th>{header}</tr>{"".join(rows)}</table>
 <p>Energy: share of the map inside (or near) the objects. Pointing game: the map's peak is on
 the object. p with the object removed: the class probability once the object is filled in from
-its surroundings; a class the classifier recognises by its context keeps much of it.
+its surroundings; context reliance: the share of the class's evidence (above its level on images
+without it) that survives the removal. A class recognised by its context keeps much of it.
 Average drop and increase in confidence: the class probability when only the map's
 region of the image is kept. Deletion (lower is better) and insertion (higher is better): the
 probability as the most salient pixels are removed or added.</p>
