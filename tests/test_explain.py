@@ -107,6 +107,7 @@ def test_explain_writes_figures_json_and_a_report(tiny_dataset, tmp_path):
     assert figure.width > 4 * figure.height  # the input and 4 maps (top-3 + boat) side by side
     report = (tmp_path / "report.html").read_text()
     assert "<table>" in report and "figures/00000.png" in report
+    assert "context reliance" in report and "energy near object" in report
 
 
 def test_explain_cli_on_the_tiny_dataset(tmp_path):
