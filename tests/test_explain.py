@@ -152,3 +152,26 @@ def test_explain_cli_on_a_torchvision_model_and_a_folder(tmp_path):
     assert len(saved["per_image"][0]["top_k"]) == 3
     assert "energy_inside" not in saved["overall"] and "average_drop" in saved["overall"]
     assert "No ground-truth masks" in (out / "report.html").read_text()
+
+
+def test_explain_cli_on_a_timm_model(tmp_path):
+    pytest.importorskip("timm")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (48, 48, 3), np.uint8)).save(
+        folder / "c.png"
+    )
+    out = tmp_path / "explain"
+    run(
+        "wsss.explain",
+        "timm_model=resnet18",
+        "weights=null",
+        f"images={folder}",
+        "top_k=2",
+        "classes=[tench]",
+        f"hydra.run.dir={out}",
+        cwd=tmp_path,
+        cache=tmp_path / "cache",
+    )
+    saved = json.loads((out / "explain.json").read_text())
+    assert saved["images"] == 1 and len(saved["per_image"][0]["top_k"]) == 2

@@ -1,7 +1,8 @@
 """``python -m wsss.explain``: what a classifier looks at, and whether it learned a shortcut.
 
-Explains a wsss checkpoint (default: the demo classifier) or any torchvision classifier
-(``torchvision_model=resnet50 weights=DEFAULT``) on an image, a folder, or a dataset split.
+Explains a wsss checkpoint (default: the demo classifier), any torchvision classifier
+(``torchvision_model=resnet50 weights=DEFAULT``) or any timm classifier (``timm_model=...``,
+with the ``timm`` extra) on an image, a folder, or a dataset split.
 Writes ``figures/``, ``explain.json`` and ``report.html`` into the run folder.
 """
 
@@ -22,7 +23,7 @@ from torch import nn
 from wsss import _cli
 from wsss.config import config_dir, register_configs
 from wsss.data import load_image, load_label_map
-from wsss.errors import ConfigError, DataError
+from wsss.errors import ConfigError, DataError, MissingDependencyError
 from wsss.explanation import ExplainItem, ExplainSettings, explain
 from wsss.models.backbones import load_state_dict_file
 
@@ -67,6 +68,32 @@ def torchvision_classifier(name: str, weights: str | None) -> tuple[nn.Module, l
     else:
         model = torchvision.models.get_model(name)  # random weights: for tests
     return Normalized(model, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), names
+
+
+def timm_classifier(name: str, weights: str | None) -> tuple[nn.Module, list[str], str]:
+    """A timm classifier, its class names, and its last feature layer (from ``feature_info``).
+
+    ``weights``: "DEFAULT" (timm's pretrained weights, downloaded once), a local checkpoint
+    file, or null (random weights).
+    """
+    try:
+        import timm
+        from timm.data import ImageNetInfo
+    except ImportError as exc:
+        raise MissingDependencyError("timm models need timm: pip install -e '.[timm]'") from exc
+    checkpoint = weights if weights and Path(weights).suffix in (".pt", ".pth") else ""
+    try:
+        model = timm.create_model(name, pretrained=weights == "DEFAULT", checkpoint_path=checkpoint)
+    except RuntimeError as exc:  # unknown model name, unreachable hub, bad checkpoint
+        raise ConfigError(f"timm model {name!r}: {exc}") from exc
+    if model.num_classes == 1000:
+        info = ImageNetInfo()
+        names = [info.index_to_description(i).split(",")[0] for i in range(1000)]
+    else:
+        names = [f"class_{i}" for i in range(model.num_classes)]
+    layer = model.feature_info[-1]["module"]
+    config = model.pretrained_cfg
+    return Normalized(model, config["mean"], config["std"]), names, layer
 
 
 def _resized(image: np.ndarray, long_side: int | None) -> np.ndarray:
@@ -120,10 +147,16 @@ def _items(cfg: DictConfig, class_names) -> tuple[Iterator[ExplainItem], int]:
 def main(cfg: DictConfig) -> dict:
     device = _cli.resolve_device(cfg.device)
     target_layer = cfg.cam.target_layer
-    if cfg.torchvision_model:
-        model, class_names = torchvision_classifier(cfg.torchvision_model, cfg.weights)
+    if cfg.torchvision_model and cfg.timm_model:
+        raise ConfigError("give torchvision_model= or timm_model=, not both")
+    if cfg.torchvision_model or cfg.timm_model:
+        if cfg.timm_model:
+            model, class_names, default_layer = timm_classifier(cfg.timm_model, cfg.weights)
+        else:
+            model, class_names = torchvision_classifier(cfg.torchvision_model, cfg.weights)
+            default_layer = "layer4" if hasattr(model.model, "layer4") else None
         probability = "softmax"
-        inner = target_layer or ("layer4" if hasattr(model.model, "layer4") else None)
+        inner = target_layer or default_layer
         if inner is None:
             raise ConfigError("set cam.target_layer= to the feature layer to explain")
         target_layer = f"model.{inner}"
