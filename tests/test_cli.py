@@ -26,8 +26,9 @@ GENERATE_TINY = [*TINY, "cam.scales=[1.0,0.5]", "export.overlays=2"]
 
 
 def run(
-    module: str, *args: str, cwd: Path, cache: Path, expect: int = 0
+    module: str, *args: str, cwd: Path, cache: Path, expect: int = 0, timeout: int = 600
 ) -> subprocess.CompletedProcess:
+    """``python -m module args`` in ``cwd`` with its own wsss cache; checks the exit status."""
     env = {**os.environ, "WSSS_CACHE": str(cache), "HYDRA_FULL_ERROR": "0"}
     proc = subprocess.run(
         [sys.executable, "-m", module, *args],
@@ -35,7 +36,7 @@ def run(
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
     )
     assert proc.returncode == expect, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
