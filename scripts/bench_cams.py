@@ -11,7 +11,7 @@ libraries' maps after both are post-processed by pytorch-grad-cam's own code (mi
 normalise, resize, normalise again). Score-CAM is timed on the first ``--score-images`` images
 only (one forward per channel: 2,048 per image for ResNet-50).
 
-    python scripts/bench_cams.py                      # about 15 minutes on 2 CPU cores
+    python scripts/bench_cams.py                      # about 8 minutes on 2 CPU cores
     python scripts/bench_cams.py --score-images 0     # gradient methods only, about 1 minute
 """
 
