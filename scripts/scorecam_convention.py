@@ -1,0 +1,47 @@
+"""Where wsss's and pytorch-grad-cam's Score-CAM maps differ: the upsampling convention.
+
+wsss upsamples activations as the Score-CAM authors' code does (bilinear, align_corners=False);
+pytorch-grad-cam uses align_corners=True. This runs both on one random image with ResNet-50
+(random weights) and prints the largest map difference for each convention, maps post-processed
+by pytorch-grad-cam's own code. About 3 minutes on 2 CPU cores; needs ``pip install grad-cam``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from pytorch_grad_cam import ScoreCAM
+from pytorch_grad_cam.utils.image import scale_cam_image
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+import wsss.cams.compute as compute
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50().eval()
+    image = torch.rand(1, 3, 224, 224)
+    with ScoreCAM(model=model, target_layers=[model.layer4]) as cam:
+        cam.batch_size = 16
+        reference = cam(input_tensor=image, targets=[ClassifierOutputTarget(5)])
+    interpolate = F.interpolate
+    try:
+        for align in (False, True):
+            compute.F.interpolate = lambda *a, align=align, **k: interpolate(
+                *a, **{**k, "align_corners": align}
+            )
+            ours = compute.compute_cams(model, image, [[5]], "scorecam", model.layer4)
+            scaled = scale_cam_image(scale_cam_image(ours[0].numpy(), (224, 224)))
+            label = "wsss (authors' code)" if not align else "pytorch-grad-cam's"
+            print(
+                f"align_corners={align} ({label} convention): max |diff| "
+                f"{np.abs(scaled - reference).max():.2e}"
+            )
+    finally:
+        compute.F.interpolate = interpolate
+
+
+if __name__ == "__main__":
+    main()
