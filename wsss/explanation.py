@@ -66,7 +66,8 @@ class ExplainSettings:
     #: images without the class) once the objects are removed
     context_reliance: float = 0.5
     deletion_steps: int = 10
-    figures: int = 24
+    #: how many images get a figure (None: every image)
+    figures: int | None = None
     worst_examples: int = 4
 
     def validate(self) -> None:
@@ -253,7 +254,7 @@ def explain(
             entry["classes"][class_names[cls]] = metrics
         per_image.append(entry)
 
-        if n < settings.figures:
+        if settings.figures is None or n < settings.figures:
             titles = [f"{class_names[c]} {float(probs[c]):.2f}" for c in shown]
             figure = class_figure(item.image, np.stack([maps[c] for c in shown]), titles)
             save_rgb(out_dir / "figures" / f"{n:05d}.png", figure)
