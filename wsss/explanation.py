@@ -215,7 +215,8 @@ def explain(
             record = records.setdefault(cls, _ClassRecord())
             cam = maps[cls]
             metrics = {}
-            p_full, p_masked = map_metrics.confidence_change(probability_of(cls), x, cam)
+            p_full = float(probs[cls])
+            p_masked = map_metrics.map_only_probability(probability_of(cls), x, cam)
             deletion, insertion = map_metrics.deletion_insertion(
                 probability_of(cls), x, cam, settings.deletion_steps
             )
@@ -246,11 +247,13 @@ def explain(
                 record.p_with_object.append(p_full)
                 record.p_without_object.append(float(removed[0]))
                 metrics.update(energy_inside=round(inside, 4), energy_near=round(near_energy, 4))
-                if near_energy == near_energy:
+                worst = record.worst
+                makes_the_cut = len(worst) < settings.worst_examples or near_energy < worst[-1][0]
+                if near_energy == near_energy and makes_the_cut:  # render only kept examples
                     picture = class_figure(item.image, cam[None], [class_names[cls]])
-                    record.worst.append((near_energy, item.image_id, picture))
-                    record.worst.sort(key=lambda w: w[0])
-                    del record.worst[settings.worst_examples :]
+                    worst.append((near_energy, item.image_id, picture))
+                    worst.sort(key=lambda w: w[0])
+                    del worst[settings.worst_examples :]
             entry["classes"][class_names[cls]] = metrics
         per_image.append(entry)
 

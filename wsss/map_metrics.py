@@ -70,11 +70,11 @@ Probability = Callable[[torch.Tensor], torch.Tensor]
 """Maps a (N, 3, H, W) batch to (N,) probabilities of the class being explained."""
 
 
-def confidence_change(probability: Probability, image: torch.Tensor, cam: np.ndarray):
-    """(p(image), p(image * map)) for one image (3, H, W) and its map."""
+def map_only_probability(probability: Probability, image: torch.Tensor, cam: np.ndarray) -> float:
+    """p(image * map): the class probability when only the map's region of ``image`` (3, H, W)
+    is kept."""
     weight = torch.from_numpy(cam).to(image)[None]
-    p = probability(torch.stack([image, image * weight]))
-    return float(p[0]), float(p[1])
+    return float(probability((image * weight)[None])[0])
 
 
 def average_drop(p_full: np.ndarray, p_masked: np.ndarray) -> float:
