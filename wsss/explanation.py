@@ -27,7 +27,7 @@ from tqdm import tqdm
 from wsss import map_metrics
 from wsss.cams import cam_method, multiscale_cams, normalize_cams
 from wsss.errors import ConfigError
-from wsss.export import heatmap, save_rgb
+from wsss.export import map_over_image, save_rgb
 from wsss.io import write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,7 @@ def class_figure(
     titles: Sequence[str],
 ) -> np.ndarray:
     """The image, then each map over it, side by side, each with its title above."""
-    panels = [image] + [(0.5 * image + 0.5 * heatmap(m)).astype(np.uint8) for m in maps]
+    panels = [image] + [map_over_image(image, m) for m in maps]
     titles = ["input", *titles]
     height, width = image.shape[:2]
     scale = max(1, 160 // max(height, width))  # small images are hard to read

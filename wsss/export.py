@@ -108,6 +108,11 @@ def heatmap(values: np.ndarray) -> np.ndarray:
     return (rgba[..., :3] * 255).round().astype(np.uint8)
 
 
+def map_over_image(image: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """An (H, W) map in [0, 1] blended half and half over an (H, W, 3) uint8 image."""
+    return (0.5 * image + 0.5 * heatmap(values)).astype(np.uint8)
+
+
 def overlay_panel(
     image: np.ndarray, label_map: np.ndarray, cams: np.ndarray, title: str = ""
 ) -> np.ndarray:
@@ -116,7 +121,7 @@ def overlay_panel(
     shown = (label_map > 0)[..., None]
     with_mask = np.where(shown, 0.45 * image + 0.55 * mask_rgb, image).astype(np.uint8)
     strongest = cams.max(axis=0) if len(cams) else np.zeros(label_map.shape, np.float32)
-    with_map = (0.5 * image + 0.5 * heatmap(strongest)).astype(np.uint8)
+    with_map = map_over_image(image, strongest)
     gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
     panel = np.concatenate([image, gap, with_mask, gap, with_map], axis=1)
     if not title:

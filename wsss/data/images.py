@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -13,8 +14,9 @@ from wsss.errors import DataError
 
 # VOC's colour map: class i gets the bits of i spread over the three channels; 255 is the
 # "unsure / ignore" colour. Label PNGs stay readable as class indices (mode "P").
-def voc_palette() -> list[int]:
-    """The PASCAL VOC colour palette as a flat list of 768 ints (256 RGB triples)."""
+@functools.cache
+def voc_palette() -> tuple[int, ...]:
+    """The PASCAL VOC colour palette as 768 ints (256 RGB triples), computed once."""
     palette = []
     for i in range(256):
         r = g = b = 0
@@ -26,7 +28,7 @@ def voc_palette() -> list[int]:
             c >>= 3
         palette += [r, g, b]
     palette[255 * 3 : 256 * 3] = [224, 224, 192]
-    return palette
+    return tuple(palette)
 
 
 def _to_rgb_uint8(img: Image.Image) -> np.ndarray:
