@@ -18,12 +18,12 @@ only (one forward per channel: 2,048 per image for ResNet-50).
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import numpy as np
 import torch
 import torchvision
+from _timing import interleaved  # scripts/, beside this file
 
 from wsss.cams import compute_cams
 
@@ -36,19 +36,6 @@ REFERENCE_CLASSES = {
     "hirescam": "HiResCAM",
     "scorecam": "ScoreCAM",
 }
-
-
-def interleaved(fns, repeats: int) -> tuple[list[float], list[object]]:
-    """Median wall time of each function, timed in turn within every round (after one warm-up
-    round), so that drift in machine speed hits all of them alike. Returns (times, results)."""
-    results = [fn() for fn in fns]
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            results[i] = fn()
-            times[i].append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times], results
 
 
 def reference_maps(model, images, targets, method: str, batch_size: int):

@@ -12,10 +12,9 @@ All timings of one comparison alternate within each round, so machine drift hits
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
+from _timing import interleaved  # scripts/, beside this file
 from scipy import ndimage
 
 from wsss.crf import CRFSettings, import_pydensecrf, ordered_map, refine_or_fail
@@ -63,18 +62,6 @@ def bare_pydensecrf(image, cams, settings: CRFSettings) -> None:
         np.array(crf.inference(settings.iterations)).reshape(n, height, width).argmax(0)
 
 
-def interleaved(fns, repeats: int) -> list[float]:
-    for fn in fns:
-        fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            fn()
-            times[i].append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=12)
@@ -91,7 +78,7 @@ def main() -> None:
     for mode, extra in (("label", {}), ("soft", {"bilateral_sxy": 80, "bilateral_srgb": 13})):
         settings = CRFSettings(mode=mode, **extra)
         jobs = [(image, cams, classes, settings) for image, cams, classes in inputs]
-        ours, bare = interleaved(
+        (ours, bare), _ = interleaved(
             [
                 lambda jobs=jobs: [refine_or_fail(job) for job in jobs],
                 lambda jobs=jobs: [bare_pydensecrf(image, cams, s) for image, cams, _, s in jobs],
@@ -106,7 +93,7 @@ def main() -> None:
 
     settings = CRFSettings(mode="label")
     jobs = [(image, cams, classes, settings) for image, cams, classes in inputs]
-    one, two = interleaved(
+    (one, two), _ = interleaved(
         [
             lambda: list(ordered_map(refine_or_fail, jobs, workers=1)),
             lambda: list(ordered_map(refine_or_fail, jobs, workers=2)),
