@@ -21,7 +21,6 @@ from tqdm import tqdm
 from wsss import _cli
 from wsss.config import config_dir, register_configs
 from wsss.crf import ordered_map, refine_or_fail
-from wsss.data import load_label_map
 from wsss.evaluation import ConfusionMatrix
 from wsss.generate_masks import generate_settings
 from wsss.pipeline import image_maps, make_cam_method
@@ -72,7 +71,7 @@ def main() -> None:
             unit="img",
         )
     )
-    truths = [load_label_map(s.mask_path) for s in split.samples]
+    truths = [split.ground_truth(s) for s in split.samples]
     num_labels = len(split.class_names) + 1
 
     raw = ConfusionMatrix(num_labels)

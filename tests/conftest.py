@@ -25,3 +25,17 @@ def _isolate(monkeypatch, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     return ensure_synthetic_dataset(tmp_path_factory.mktemp("datasets"), TINY_SPEC)
+
+
+@pytest.fixture(scope="session")
+def voc_root(tiny_dataset, tmp_path_factory) -> Path:
+    from formats import make_voc
+
+    return make_voc(tiny_dataset, tmp_path_factory.mktemp("voc") / "VOC2012")
+
+
+@pytest.fixture(scope="session")
+def coco_root(tiny_dataset, tmp_path_factory) -> Path:
+    from formats import make_coco
+
+    return make_coco(tiny_dataset, tmp_path_factory.mktemp("coco"))

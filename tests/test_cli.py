@@ -165,24 +165,37 @@ def _folder_copy(workspace, dest: Path) -> Path:
     return dest
 
 
-def test_corrupt_image_is_a_clear_error_naming_the_file(workspace, tmp_path):
+def test_corrupt_image_is_refused_up_front_or_skipped_and_recorded(workspace, tmp_path):
     root, cache = workspace
     data = _folder_copy(workspace, tmp_path / "data")
     bad = data / "images" / "eval_00002.png"
     bad.write_bytes(bad.read_bytes()[:200])
-    proc = run(
-        "wsss.generate_masks",
+    args = [
         "dataset=folder",
         f"dataset.root={data}",
         "cam.scales=[1.0]",
         f"checkpoint={root / 'train_run/checkpoint.pt'}",
-        f"hydra.run.dir={tmp_path / 'o'}",
-        cwd=tmp_path,
-        cache=cache,
-        expect=2,
-    )
-    assert f"{bad}: corrupt or truncated image" in proc.stderr
+    ]
+    proc = run(
+        "wsss.generate_masks", *args, f"hydra.run.dir={tmp_path / 'e'}", cwd=tmp_path,
+        cache=cache, expect=2,
+    )  # fmt: skip
+    assert f"{bad}: corrupt image" in proc.stderr
+    assert "on_bad_image=skip" in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert not list((tmp_path / "e").rglob("*.png")), "nothing is written before the check"
+
+    run(
+        "wsss.generate_masks", *args, "on_bad_image=skip", f"hydra.run.dir={tmp_path / 's'}",
+        cwd=tmp_path, cache=cache,
+    )  # fmt: skip
+    skipped = json.loads((tmp_path / "s" / "skipped.json").read_text())
+    assert [entry["file"] for entry in skipped] == [str(bad)]
+    assert "corrupt image" in skipped[0]["reason"]
+    masks = sorted(p.stem for p in (tmp_path / "s" / "masks").glob("*.png"))
+    assert len(masks) == 5 and "eval_00002" not in masks
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert summary["skipped_images"] == 1 and summary["images"] == 5
 
 
 def test_unknown_class_in_labels_file_is_a_clear_error(workspace, tmp_path):
@@ -209,3 +222,47 @@ def test_config_typo_fails_at_the_command_line(workspace, tmp_path):
     proc = run("wsss.generate_masks", "mask.bg_treshold=0.3", cwd=tmp_path, cache=cache, expect=1)
     assert "bg_treshold" in proc.stderr
     assert not np.any([p.name == "masks" for p in tmp_path.rglob("masks")])
+
+
+MODEL_TINY = [o for o in TINY if not o.startswith("dataset.")]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "dataset_args", "num_eval"),
+    [
+        ("voc", ["dataset=voc"], 12),
+        ("sbd", ["dataset=voc_aug"], 12),
+        ("coco", ["dataset=coco"], 11),  # one image has only crowd regions
+    ],
+)
+def test_each_dataset_format_trains_generates_and_evaluates(
+    workspace, tmp_path, voc_root, coco_root, fmt, dataset_args, num_eval
+):
+    """The whole pipeline with nothing but ``dataset=`` and a path, as a user runs it."""
+    _, cache = workspace
+    root = coco_root if fmt == "coco" else voc_root
+    args = [*dataset_args, f"dataset.root={root}", *MODEL_TINY]
+    out = tmp_path / "gen"
+    run(
+        "wsss.generate_masks", *args, "cam.scales=[1.0]", "export.overlays=1",
+        f"hydra.run.dir={out}", cwd=tmp_path, cache=cache,
+    )  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trained_in_this_run"] and summary["images"] == num_eval
+    assert 0.0 < summary["miou"] <= 1.0
+    coco = json.loads((out / "annotations.json").read_text())
+    if fmt == "coco":
+        source = json.loads((root / "annotations/instances_val2017.json").read_text())
+        assert coco["categories"] == [
+            {"id": c["id"], "name": c["name"], "supercategory": "object"}
+            for c in source["categories"]
+        ]
+    else:
+        assert coco["categories"][0]["name"] == "aeroplane" and len(coco["categories"]) == 20
+    run(
+        "wsss.evaluate", *dataset_args, f"dataset.root={root}", f"predictions={out}",
+        f"hydra.run.dir={tmp_path / 'eval'}", cwd=tmp_path, cache=cache,
+    )  # fmt: skip
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert evaluated["masks_on_disk"]["miou"] == metrics["masks_on_disk"]["miou"]

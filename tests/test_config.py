@@ -29,7 +29,7 @@ def _options(group: str) -> list[str]:
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in _options(g)])
 def test_every_group_option_composes(group, option):
     overrides = [f"{group}={option}"]
-    if group == "dataset" and option == "folder":
+    if group == "dataset" and option in ("folder", "voc", "voc_aug"):
         overrides.append("dataset.root=/data/somewhere")
     cfg = compose(config_name="generate_masks", overrides=overrides)
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)

@@ -8,13 +8,15 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from wsss.data import LabelledSplit, load_dataset_split
-from wsss.errors import ConfigError, WsssError
+from wsss.data.screen import BadImages
+from wsss.errors import ConfigError, DataError, WsssError
 from wsss.models import LoadedClassifier, ModelSpec, create_classifier, load_checkpoint
 from wsss.models import save_checkpoint as save_classifier
 from wsss.training import TrainSettings, train_classifier
@@ -60,7 +62,20 @@ def cache_dir(cfg: DictConfig) -> Path:
 
 
 def load_split(cfg: DictConfig, split: str) -> LabelledSplit:
-    return load_dataset_split(cfg.dataset, split, cache_dir(cfg))
+    """Split ``split`` of the configured dataset; a folder dataset may list unlabelled images
+    when the command has ``predict_labels`` set."""
+    allow_unlabelled = cfg.get("predict_labels") is not None
+    return load_dataset_split(cfg.dataset, split, cache_dir(cfg), allow_unlabelled)
+
+
+def labelled_only(split: LabelledSplit) -> LabelledSplit:
+    """``split`` without the images that have no labels (they cannot train a classifier)."""
+    labelled = tuple(s for s in split.samples if s.labels)
+    if len(labelled) < len(split):
+        log.info("%d images without labels are not used for training", len(split) - len(labelled))
+    if not labelled:
+        raise DataError(f"{split.root}: no labelled image to train on")
+    return replace(split, samples=labelled)
 
 
 def model_spec(cfg: DictConfig) -> ModelSpec:
@@ -78,11 +93,12 @@ def train_settings(cfg: DictConfig) -> TrainSettings:
 
 
 def train_and_save(
-    cfg: DictConfig, checkpoint_path: Path, device: torch.device
+    cfg: DictConfig, checkpoint_path: Path, device: torch.device, bad: BadImages
 ) -> LoadedClassifier:
-    """Train a classifier as configured on ``train_split``, validate on ``val_split``, save it."""
-    train_split = load_split(cfg, cfg.train_split)
-    val_split = load_split(cfg, cfg.val_split) if cfg.val_split else None
+    """Train a classifier as configured on ``train_split``, validate on ``val_split``, save it.
+    Unusable images stop the run or go to ``bad`` (``cfg.on_bad_image``)."""
+    train_split = labelled_only(bad.screen(load_split(cfg, cfg.train_split)))
+    val_split = labelled_only(bad.screen(load_split(cfg, cfg.val_split))) if cfg.val_split else None
     if val_split is not None and val_split.class_names != train_split.class_names:
         raise ConfigError(
             f"splits {cfg.train_split!r} and {cfg.val_split!r} have different class lists"
@@ -97,7 +113,7 @@ def train_and_save(
         len(train_split.class_names),
         cfg.train.epochs,
     )
-    metrics = train_classifier(model, train_split, val_split, train_settings(cfg), device)
+    metrics = train_classifier(model, train_split, val_split, train_settings(cfg), device, bad)
     save_classifier(checkpoint_path, model, spec, train_split.class_names, metrics)
     log.info("saved checkpoint %s", checkpoint_path)
     return LoadedClassifier(model.cpu().eval(), spec, train_split.class_names, metrics)
@@ -119,8 +135,11 @@ def classifier_cache_key(cfg: DictConfig) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def classifier_for(cfg: DictConfig, device: torch.device) -> tuple[LoadedClassifier, Path, bool]:
-    """The configured ``checkpoint``, or a classifier trained once and cached for reuse.
+def classifier_for(
+    cfg: DictConfig, device: torch.device, bad: BadImages
+) -> tuple[LoadedClassifier, Path, bool]:
+    """The configured ``checkpoint``, or a classifier trained once and cached for reuse (bad
+    images met while training go to ``bad``).
 
     Returns (classifier, checkpoint path, whether it was trained in this run).
     """
@@ -132,4 +151,4 @@ def classifier_for(cfg: DictConfig, device: torch.device) -> tuple[LoadedClassif
         log.info("reusing cached classifier %s", path)
         return load_checkpoint(path), path, False
     log.info("no checkpoint= given: training a classifier (cached at %s)", path)
-    return train_and_save(cfg, path, device), path, True
+    return train_and_save(cfg, path, device, bad), path, True

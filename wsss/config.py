@@ -49,6 +49,45 @@ class FolderDatasetConfig:
 
 
 @dataclass
+class VocDatasetConfig:
+    name: str = "voc"
+    #: the VOC2012 folder (VOCdevkit/VOC2012), see data/README.md
+    root: str = MISSING
+    #: split name -> split list relative to ``root`` (ids, or DeepLab "image mask" lines)
+    splits: dict[str, str] = field(
+        default_factory=lambda: {
+            "train": "ImageSets/Segmentation/train.txt",
+            "eval": "ImageSets/Segmentation/val.txt",
+        }
+    )
+    #: folders searched in order for an image's mask (labels come from it, else from the XML)
+    masks_dirs: list[str] = field(default_factory=lambda: ["SegmentationClass"])
+
+
+@dataclass
+class CocoSplitConfig:
+    #: both relative to the dataset's ``root`` (or absolute)
+    images: str = MISSING
+    annotations: str = MISSING
+
+
+@dataclass
+class CocoDatasetConfig:
+    name: str = "coco"
+    #: the COCO folder; split paths are relative to it
+    root: str | None = None
+    #: one images folder + instances file used for every split (overrides ``splits``)
+    images: str | None = None
+    annotations: str | None = None
+    splits: dict[str, CocoSplitConfig] = field(
+        default_factory=lambda: {
+            "train": CocoSplitConfig("train2017", "annotations/instances_train2017.json"),
+            "eval": CocoSplitConfig("val2017", "annotations/instances_val2017.json"),
+        }
+    )
+
+
+@dataclass
 class ModelConfig:
     backbone: str = "smallcnn"
     #: null, a torchvision weight name ("DEFAULT", "IMAGENET1K_V2", ...) or a state-dict path
@@ -117,6 +156,8 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(group="dataset", name="schema_synthetic", node=SyntheticDatasetConfig)
     cs.store(group="dataset", name="schema_folder", node=FolderDatasetConfig)
+    cs.store(group="dataset", name="schema_voc", node=VocDatasetConfig)
+    cs.store(group="dataset", name="schema_coco", node=CocoDatasetConfig)
     cs.store(group="model", name="schema", node=ModelConfig)
     cs.store(group="train", name="schema", node=TrainConfig)
     cs.store(group="cam", name="schema", node=CamConfig)

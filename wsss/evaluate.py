@@ -54,7 +54,7 @@ def main(cfg: DictConfig) -> float:
     has_cams = (pred_dir / "cams").is_dir()
     sweep = ThresholdSweep(num_labels) if has_cams else None
     for sample in tqdm(split.samples, desc="evaluate", unit="img"):
-        gt = load_label_map(sample.mask_path)
+        gt = split.ground_truth(sample)
         pred = load_label_map(output_path(pred_dir, "masks", sample.image_id, ".png"), gt.shape)
         confusion.update(pred, gt)
         if sweep is not None:

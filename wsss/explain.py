@@ -22,7 +22,8 @@ from torch import nn
 
 from wsss import _cli
 from wsss.config import config_dir, register_configs
-from wsss.data import load_image, load_label_map
+from wsss.data import load_image
+from wsss.data.screen import BadImages
 from wsss.errors import ConfigError, DataError, MissingDependencyError
 from wsss.explanation import ExplainItem, ExplainSettings, explain
 from wsss.models.backbones import load_state_dict_file
@@ -132,7 +133,7 @@ def _items(cfg: DictConfig, class_names) -> tuple[Iterator[ExplainItem], int]:
 
     def read(sample):
         image = load_image(sample.image_path)
-        mask = load_label_map(sample.mask_path, image.shape[:2]) if sample.mask_path else None
+        mask = split.ground_truth(sample, image.shape[:2]) if split.has_masks else None
         if cfg.image_size:  # masks follow the image, by nearest neighbour
             image = _resized(image, cfg.image_size)
             if mask is not None:
@@ -161,7 +162,7 @@ def main(cfg: DictConfig) -> dict:
             raise ConfigError("set cam.target_layer= to the feature layer to explain")
         target_layer = f"model.{inner}"
     else:
-        classifier, _, _ = _cli.classifier_for(cfg, device)
+        classifier, _, _ = _cli.classifier_for(cfg, device, BadImages(cfg.on_bad_image))
         model, class_names, probability = classifier.model, classifier.class_names, "sigmoid"
     if cfg.probability != "auto":
         probability = cfg.probability

@@ -33,11 +33,15 @@ def coco_annotations(
     cams: np.ndarray,
     classes: Sequence[int],
     image_id: int,
+    category_ids: Sequence[int] | None = None,
+    probabilities: Sequence[float] | None = None,
 ) -> list[dict]:
     """One COCO annotation per class present in ``label_map`` (ids are filled in later).
 
-    ``cams``: the image's normalised maps (N, H, W) for ``classes`` (0-based); the annotation's
-    ``score`` is the mean map value inside the mask. ``category_id`` is class index + 1.
+    ``cams``: the image's normalised maps (N, H, W) for ``classes`` (0-based). The annotation's
+    ``score`` is the classifier's probability for the class when the classifier chose the labels
+    (``probabilities``), otherwise the mean map value inside the mask. ``category_id`` is
+    ``category_ids[class]`` (default: class index + 1).
     """
     from pycocotools import mask as mask_utils
 
@@ -50,19 +54,27 @@ def coco_annotations(
         annotations.append(
             {
                 "image_id": image_id,
-                "category_id": int(cls) + 1,
+                "category_id": int(category_ids[cls] if category_ids else cls + 1),
                 "segmentation": rle,
                 "area": float(mask_utils.area(rle)),
                 "bbox": [float(v) for v in mask_utils.toBbox(rle)],
                 "iscrowd": 0,
-                "score": round(float(cams[row][mask].mean()), 6),
+                "score": round(
+                    float(probabilities[row] if probabilities else cams[row][mask].mean()), 6
+                ),
             }
         )
     return annotations
 
 
-def coco_categories(class_names: Sequence[str]) -> list[dict]:
-    return [{"id": i + 1, "name": n, "supercategory": "object"} for i, n in enumerate(class_names)]
+def coco_categories(
+    class_names: Sequence[str], category_ids: Sequence[int] | None = None
+) -> list[dict]:
+    ids = category_ids or range(1, len(class_names) + 1)
+    return [
+        {"id": int(i), "name": n, "supercategory": "object"}
+        for i, n in zip(ids, class_names, strict=True)
+    ]
 
 
 def write_coco(
@@ -71,6 +83,7 @@ def write_coco(
     annotations: list[dict],
     class_names: Sequence[str],
     description: str = "wsss pseudo-masks",
+    category_ids: Sequence[int] | None = None,
 ) -> None:
     """Write a COCO instances file, numbering annotations 1..N in the order given."""
     numbered = [{**ann, "id": i} for i, ann in enumerate(annotations, start=1)]
@@ -80,7 +93,7 @@ def write_coco(
             "info": {"description": description},
             "images": images,
             "annotations": numbered,
-            "categories": coco_categories(class_names),
+            "categories": coco_categories(class_names, category_ids),
         },
     )
 

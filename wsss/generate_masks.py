@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from wsss import _cli
 from wsss.config import config_dir, register_configs
 from wsss.crf import CRFSettings
+from wsss.data.screen import BadImages
 from wsss.errors import ConfigError
 from wsss.io import write_json
 from wsss.pipeline import GenerateSettings, GenerationResult, generate_pseudo_masks
@@ -50,6 +51,8 @@ def generate_settings(cfg: DictConfig) -> GenerateSettings:
         save_cams=cfg.export.save_cams,
         crf=crf_settings(cfg),
         crf_workers=cfg.crf.workers,
+        predict_labels=cfg.predict_labels,
+        on_bad_image=cfg.on_bad_image,
     )
 
 
@@ -86,6 +89,10 @@ def run_summary(
             summary["crf_miou_confident_pixels"] = round(result.confusion.miou_confident, 4)
     if result.crf_failures:
         summary["crf_failures"] = result.crf_failures
+    if result.skipped:
+        summary["skipped_images"] = result.skipped
+    if settings.predict_labels is not None:
+        summary["labels_predicted_for"] = result.predicted_labels
     return summary
 
 
@@ -109,6 +116,10 @@ def summary_table(s: dict) -> str:
             rows.append((f"mIoU after CRF ({s['crf_mode']} mode)", f"{s['crf_miou']:.4f}"))
         if s["uncertain_pixel_fraction"] > 0:
             rows.append(("uncertain (255) pixels", f"{100 * s['uncertain_pixel_fraction']:.1f}%"))
+    if "labels_predicted_for" in s:
+        rows.append(("images labelled by the classifier", str(s["labels_predicted_for"])))
+    if s.get("skipped_images"):
+        rows.append(("unusable images skipped", f"{s['skipped_images']} (see skipped.json)"))
     if s.get("crf_failures"):
         rows.append(("CRF failures (unrefined masks kept)", str(s["crf_failures"])))
     rows += [("total time", f"{s['seconds']:.1f} s"), ("outputs", s["outputs"])]
@@ -125,14 +136,15 @@ def main(cfg: DictConfig) -> float | None:
     settings = generate_settings(cfg)
     settings.validate()
     split = _cli.load_split(cfg, cfg.split)
-    classifier, checkpoint, trained = _cli.classifier_for(cfg, device)
+    bad = BadImages(cfg.on_bad_image)
+    classifier, checkpoint, trained = _cli.classifier_for(cfg, device, bad)
     if tuple(classifier.class_names) != tuple(split.class_names):
         raise ConfigError(
             f"{checkpoint}: classifier classes {list(classifier.class_names)} differ from the "
             f"dataset's {list(split.class_names)}"
         )
     log.info("labelling %d images of split %r with %s", len(split), cfg.split, cfg.cam.method)
-    result = generate_pseudo_masks(classifier.model, split, out, settings, device)
+    result = generate_pseudo_masks(classifier.model, split, out, settings, device, bad)
     summary = run_summary(
         result,
         settings,

@@ -21,8 +21,9 @@ from tqdm import tqdm
 from wsss.cams import METHODS, CamMethod, cam_method, multiscale_cams, normalize_cams
 from wsss.crf import CRFFailure, CRFSettings, default_workers, ordered_map, refine_or_fail
 from wsss.data.folder import LabelledSplit, Sample
-from wsss.data.images import load_image, load_label_map, save_label_map
-from wsss.errors import ConfigError
+from wsss.data.images import load_image, save_label_map
+from wsss.data.screen import BadImages
+from wsss.errors import ConfigError, DataError
 from wsss.evaluation import ConfusionMatrix, ThresholdSweep
 from wsss.export import coco_annotations, contact_sheet, overlay_panel, save_rgb, write_coco
 from wsss.io import atomic_path, write_json
@@ -53,6 +54,10 @@ class GenerateSettings:
     #: dense CRF refinement (None: none) and its worker processes (0: all cores)
     crf: CRFSettings | None = None
     crf_workers: int = 0
+    #: images without labels get the classes the classifier gives at least this probability
+    predict_labels: float | None = None
+    #: "error": stop at an unusable image; "skip": leave it out and list it in skipped.json
+    on_bad_image: str = "error"
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -71,6 +76,9 @@ class GenerateSettings:
             self.crf.validate()
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.predict_labels is not None and not 0.0 < self.predict_labels < 1.0:
+            raise ConfigError(f"predict_labels must be in (0, 1), got {self.predict_labels}")
+        BadImages(self.on_bad_image)
 
 
 @dataclass
@@ -86,6 +94,9 @@ class GenerationResult:
     #: scores of the threshold rule's masks before CRF (only when CRF ran)
     raw_confusion: ConfusionMatrix | None = None
     crf_failures: int = 0
+    #: images left out as unusable (on_bad_image=skip), and images labelled by the classifier
+    skipped: int = 0
+    predicted_labels: int = 0
 
 
 def output_path(out_dir: Path, folder: str, image_id: str, suffix: str, create=False) -> Path:
@@ -101,7 +112,8 @@ def output_path(out_dir: Path, folder: str, image_id: str, suffix: str, create=F
 
 
 class _ImageReader(Dataset):
-    """Loads (index, image) pairs, so DataLoader workers can read ahead of the model."""
+    """Loads (index, image, error) triples, so DataLoader workers can read ahead of the model;
+    an unreadable image comes back as (index, None, reason) for the policy to decide."""
 
     def __init__(self, samples: Sequence[Sample]):
         self.samples = samples
@@ -109,14 +121,26 @@ class _ImageReader(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[int, np.ndarray]:
-        return index, load_image(self.samples[index].image_path)
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str | None]:
+        try:
+            return index, load_image(self.samples[index].image_path), None
+        except DataError as exc:
+            return index, None, str(exc)
 
 
-def _same_size_batches(loader, batch_size: int) -> Iterator[list[tuple[int, np.ndarray]]]:
-    """Group consecutive images of equal size into batches of at most ``batch_size``."""
+def _same_size_batches(
+    loader, batch_size: int, bad: BadImages, samples: Sequence[Sample]
+) -> Iterator[list[tuple[int, np.ndarray]]]:
+    """Group consecutive images of equal size into batches of at most ``batch_size``; an image
+    that fails to decode goes to ``bad`` (which raises under the "error" policy)."""
     batch: list[tuple[int, np.ndarray]] = []
-    for index, image in loader:
+    for index, image, error in loader:
+        if image is None:
+            if batch and not bad.skip:  # finish the work before the error stops the run
+                yield batch
+                batch = []
+            bad.record(samples[index].image_path, error)
+            continue
         if batch and (len(batch) == batch_size or image.shape != batch[0][1].shape):
             yield batch
             batch = []
@@ -135,38 +159,75 @@ def make_cam_method(model: CAMClassifier, settings: GenerateSettings) -> CamMeth
 
 @dataclass
 class ImageMaps:
-    """One image's normalised maps (N, H, W) and the threshold rule's label map."""
+    """One image's normalised maps (N, H, W) for its classes ``labels`` and the threshold rule's
+    label map. ``probabilities`` is set when the classifier chose the labels (one per label)."""
 
     index: int
     image: np.ndarray
     cams: np.ndarray
     label_map: np.ndarray
+    labels: tuple[int, ...]
+    probabilities: tuple[float, ...] | None = None
+
+
+@torch.no_grad()
+def _predicted_labels(
+    model: CAMClassifier, images: torch.Tensor, threshold: float
+) -> list[tuple[tuple[int, ...], tuple[float, ...]]]:
+    """(classes, probabilities) with a sigmoid probability >= ``threshold``, per image."""
+    probabilities = torch.sigmoid(model(images)).cpu()
+    result = []
+    for row in probabilities:
+        classes = torch.nonzero(row >= threshold).flatten().tolist()
+        result.append((tuple(classes), tuple(round(float(row[c]), 6) for c in classes)))
+    return result
 
 
 def image_maps(
-    samples: Sequence[Sample], method: CamMethod, settings: GenerateSettings, device
+    samples: Sequence[Sample],
+    method: CamMethod,
+    settings: GenerateSettings,
+    device,
+    model: CAMClassifier | None = None,
+    bad: BadImages | None = None,
 ) -> Iterator[ImageMaps]:
-    """Stream every image's maps and thresholded label map, in split order."""
+    """Stream every usable image's maps and thresholded label map, in split order.
+
+    Images without labels are labelled by ``model`` (``settings.predict_labels``); unreadable
+    images go to ``bad`` (default: an error).
+    """
+    bad = bad or BadImages(settings.on_bad_image)
     loader = DataLoader(
         _ImageReader(samples),
         batch_size=None,
         num_workers=settings.num_workers,
         collate_fn=lambda x: x,
     )
-    for batch in _same_size_batches(loader, settings.batch_size):
+    for batch in _same_size_batches(loader, settings.batch_size, bad, samples):
         images = torch.stack([torch.from_numpy(img).permute(2, 0, 1) for _, img in batch])
         images = images.to(device).float().div_(255)
-        targets = [list(samples[i].labels) for i, _ in batch]
+        labels = [samples[i].labels for i, _ in batch]
+        probabilities: list[tuple[float, ...] | None] = [None] * len(batch)
+        unlabelled = [j for j, classes in enumerate(labels) if not classes]
+        if unlabelled:
+            if settings.predict_labels is None or model is None:
+                sample = samples[batch[unlabelled[0]][0]]
+                raise DataError(f"{sample.image_path}: no labels, and predict_labels is not set")
+            predicted = _predicted_labels(model, images[unlabelled], settings.predict_labels)
+            for j, (classes, probs) in zip(unlabelled, predicted, strict=True):
+                labels[j], probabilities[j] = classes, probs
+        targets = [list(classes) for classes in labels]
         summed = multiscale_cams(method, images, targets, settings.scales, settings.flip)
-        for (index, image), cams in zip(batch, summed, strict=True):
+        for j, ((index, image), cams) in enumerate(zip(batch, summed, strict=True)):
             cams = normalize_cams(cams).float().cpu().numpy()
-            labels = samples[index].labels
-            label_map = cam_to_label_map(cams, labels, settings.bg_threshold, settings.fg_threshold)
-            yield ImageMaps(index, image, cams, label_map)
+            label_map = cam_to_label_map(
+                cams, labels[j], settings.bg_threshold, settings.fg_threshold
+            )
+            yield ImageMaps(index, image, cams, label_map, labels[j], probabilities[j])
 
 
 def _with_crf(
-    records: Iterator[ImageMaps], samples: Sequence[Sample], settings: GenerateSettings
+    records: Iterator[ImageMaps], settings: GenerateSettings
 ) -> Iterator[tuple[ImageMaps, np.ndarray | CRFFailure | None]]:
     """Pair each record with its CRF-refined label map (None without CRF), in order; the CRF
     runs in ``crf_workers`` processes while this process computes the next maps."""
@@ -179,7 +240,7 @@ def _with_crf(
     def jobs():
         for record in records:
             in_flight.append(record)
-            yield record.image, record.cams, samples[record.index].labels, settings.crf
+            yield record.image, record.cams, record.labels, settings.crf
 
     workers = settings.crf_workers or default_workers()
     for refined in ordered_map(refine_or_fail, jobs(), workers):
@@ -192,18 +253,25 @@ def generate_pseudo_masks(
     out_dir: str | Path,
     settings: GenerateSettings,
     device: torch.device | str = "cpu",
+    bad: BadImages | None = None,
 ) -> GenerationResult:
     """Write ``masks/``, ``annotations.json``, ``overlays/`` (and ``cams/``) under ``out_dir``.
 
     Maps are computed only for each image's labelled classes. When the split has ground-truth
     masks, the masks written are scored (``confusion``), and so are the threshold rule's masks
-    before CRF (``raw_confusion``, only with CRF) and a sweep of the threshold.
+    before CRF (``raw_confusion``, only with CRF) and a sweep of the threshold. Unusable images
+    stop the run or are listed in ``skipped.json`` (``settings.on_bad_image``); COCO image ids
+    are positions in the split (from 1), whatever is skipped. ``bad`` may carry skips recorded
+    earlier in the run (training).
     """
     settings.validate()
     out_dir = Path(out_dir)
     device = torch.device(device)
     model = model.to(device).eval()
     method = make_cam_method(model, settings)
+    bad = bad or BadImages(settings.on_bad_image)
+    coco_ids = {s.image_id: i for i, s in enumerate(split.samples, start=1)}
+    split = bad.screen(split)
     samples = split.samples
     num_labels = len(split.class_names) + 1
     evaluate = split.has_masks
@@ -221,9 +289,11 @@ def generate_pseudo_masks(
 
     start = time.perf_counter()
     bar = tqdm(total=len(samples), desc="generate masks", unit="img")
-    records = image_maps(samples, method, settings, device)
-    for record, refined in _with_crf(records, samples, settings):
+    records = image_maps(samples, method, settings, device, model, bad)
+    predicted = 0
+    for record, refined in _with_crf(records, settings):
         sample, cams, image = samples[record.index], record.cams, record.image
+        predicted += record.probabilities is not None
         label_map = record.label_map
         if isinstance(refined, CRFFailure):
             log.warning(
@@ -236,7 +306,7 @@ def generate_pseudo_masks(
             label_map = refined
         with atomic_path(output_path(out_dir, "masks", sample.image_id, ".png", True)) as tmp:
             save_label_map(tmp, label_map)
-        coco_id = record.index + 1
+        coco_id = coco_ids[sample.image_id]
         coco_images.append(
             {
                 "id": coco_id,
@@ -245,19 +315,21 @@ def generate_pseudo_masks(
                 "height": int(image.shape[0]),
             }
         )
-        coco_anns += coco_annotations(label_map, cams, sample.labels, coco_id)
+        coco_anns += coco_annotations(
+            label_map, cams, record.labels, coco_id, split.coco_category_ids, record.probabilities
+        )
         if settings.save_cams:
             cam_path = output_path(out_dir, "cams", sample.image_id, ".npz", True)
             with atomic_path(cam_path) as tmp, open(tmp, "wb") as f:
                 np.savez_compressed(
-                    f, cams=cams.astype(np.float16), classes=np.array(sample.labels, np.int64)
+                    f, cams=cams.astype(np.float16), classes=np.array(record.labels, np.int64)
                 )
         if evaluate:
-            gt = load_label_map(sample.mask_path, size=label_map.shape)
+            gt = split.ground_truth(sample, size=label_map.shape)
             confusion.update(label_map, gt)
             if raw_confusion is not None:
                 raw_confusion.update(record.label_map, gt)
-            sweep.update(cams, sample.labels, gt)
+            sweep.update(cams, record.labels, gt)
         if record.index in overlay_ids:
             panel = overlay_panel(image, label_map, cams, title=sample.image_id)
             save_rgb(output_path(out_dir, "overlays", sample.image_id, ".png", True), panel)
@@ -267,8 +339,16 @@ def generate_pseudo_masks(
     seconds = time.perf_counter() - start
 
     outputs = {"masks": str(out_dir / "masks")}
-    write_coco(out_dir / "annotations.json", coco_images, coco_anns, split.class_names)
+    write_coco(
+        out_dir / "annotations.json",
+        coco_images,
+        coco_anns,
+        split.class_names,
+        category_ids=split.coco_category_ids,
+    )
     outputs["annotations"] = str(out_dir / "annotations.json")
+    if bad.write(out_dir):
+        outputs["skipped"] = str(out_dir / "skipped.json")
     if crf_failures:
         write_json(out_dir / "crf_failures.json", crf_failures)
         outputs["crf_failures"] = str(out_dir / "crf_failures.json")
@@ -285,6 +365,8 @@ def generate_pseudo_masks(
         outputs,
         raw_confusion,
         len(crf_failures),
+        len(bad.skipped),
+        predicted,
     )
     if confusion is not None:
         write_metrics(out_dir, result, split.class_names, settings)

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from wsss import _cli
 from wsss.config import config_dir, register_configs
+from wsss.data.screen import BadImages
 from wsss.io import write_json
 
 log = logging.getLogger("wsss.train")
@@ -24,8 +25,11 @@ register_configs()
 def main(cfg: DictConfig) -> float:
     out = _cli.run_dir()
     device = _cli.resolve_device(cfg.device)
-    classifier = _cli.train_and_save(cfg, out / "checkpoint.pt", device)
+    bad = BadImages(cfg.on_bad_image)
+    classifier = _cli.train_and_save(cfg, out / "checkpoint.pt", device, bad)
     write_json(out / "train_metrics.json", classifier.metrics)
+    if bad.write(out):
+        print(f"{len(bad.skipped)} unusable images skipped: {out / 'skipped.json'}")
     val_map = classifier.metrics.get("val_map", float("nan"))
     print(f"\ncheckpoint: {out / 'checkpoint.pt'}\nvalidation mAP: {val_map:.4f}")
     return val_map

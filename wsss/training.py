@@ -11,13 +11,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision.transforms import ColorJitter
 from tqdm import tqdm
 
 from wsss.data.folder import LabelledSplit
 from wsss.data.images import load_image
-from wsss.errors import ConfigError
+from wsss.data.screen import BadImages
+from wsss.errors import ConfigError, DataError
 from wsss.evaluation import average_precision
 from wsss.models.classifier import IMAGENET_MEAN, CAMClassifier
 
@@ -87,7 +88,10 @@ class ClassificationDataset(Dataset):
 
     def __getitem__(self, index: int):
         sample = self.split.samples[index]
-        image = Image.fromarray(load_image(sample.image_path))
+        try:
+            image = Image.fromarray(load_image(sample.image_path))
+        except DataError as exc:  # the loop's BadImages policy decides (see _usable_batch)
+            return _Unreadable(str(sample.image_path), str(exc))
         size = self.settings.crop_size
         if self.train:
             scale = random.uniform(*self.settings.scale_range)
@@ -109,6 +113,22 @@ class ClassificationDataset(Dataset):
         else:
             offset = ((size - h) // 2, (size - w) // 2)
         return _pad_to(x, size, offset), multi_hot(sample.labels, self.num_classes)
+
+
+@dataclass(frozen=True)
+class _Unreadable:
+    path: str
+    reason: str
+
+
+def _usable_batch(items: list) -> tuple[torch.Tensor, torch.Tensor, list[_Unreadable]]:
+    """Collate the readable (image, target) pairs; return the unreadable ones beside them."""
+    bad = [item for item in items if isinstance(item, _Unreadable)]
+    good = [item for item in items if not isinstance(item, _Unreadable)]
+    if not good:
+        return torch.empty(0), torch.empty(0), bad
+    images, targets = default_collate(good)
+    return images, targets, bad
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -139,20 +159,30 @@ def _lr_factor(s: TrainSettings, step: int, total: int) -> float:
 
 @torch.no_grad()
 def predict_scores(
-    model: CAMClassifier, split: LabelledSplit, settings: TrainSettings, device: torch.device
+    model: CAMClassifier,
+    split: LabelledSplit,
+    settings: TrainSettings,
+    device: torch.device,
+    bad: BadImages | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities (sigmoid) and multi-hot targets for every image of ``split``."""
+    """Class probabilities (sigmoid) and multi-hot targets for every readable image of
+    ``split`` (unreadable ones go to ``bad``; default: an error)."""
+    bad = bad or BadImages()
     loader = DataLoader(
         ClassificationDataset(split, settings, train=False),
         batch_size=settings.batch_size,
         num_workers=settings.num_workers,
+        collate_fn=_usable_batch,
     )
     was_training = model.training
     model.eval()
     scores, targets = [], []
-    for images, target in loader:
-        scores.append(torch.sigmoid(model(images.to(device))).cpu())
-        targets.append(target)
+    for images, target, unreadable in loader:
+        for item in unreadable:
+            bad.record(item.path, item.reason)
+        if len(images):
+            scores.append(torch.sigmoid(model(images.to(device))).cpu())
+            targets.append(target)
     model.train(was_training)
     return torch.cat(scores).numpy(), torch.cat(targets).numpy()
 
@@ -163,11 +193,15 @@ def train_classifier(
     val_split: LabelledSplit | None,
     settings: TrainSettings,
     device: torch.device | str = "cpu",
+    bad: BadImages | None = None,
 ) -> dict[str, float]:
     """Train ``model`` in place; return the final metrics (``val_map`` when a val split is given).
 
-    The validation mAP is logged after every epoch.
+    The validation mAP is logged after every epoch. An image that cannot be decoded goes to
+    ``bad`` (default policy: an error naming it); with the "skip" policy its batch goes on
+    without it and it is recorded once.
     """
+    bad = bad or BadImages()
     settings.validate()
     device = torch.device(device)
     torch.manual_seed(settings.seed)
@@ -183,6 +217,7 @@ def train_classifier(
         worker_init_fn=_seed_worker,
         generator=generator,
         persistent_workers=settings.num_workers > 0,
+        collate_fn=_usable_batch,
     )
     model.to(device).train()
     optimizer = _make_optimizer(model, settings)
@@ -192,7 +227,11 @@ def train_classifier(
     for epoch in range(1, settings.epochs + 1):
         running, seen = 0.0, 0
         bar = tqdm(loader, desc=f"train epoch {epoch}/{settings.epochs}", unit="batch", leave=False)
-        for images, targets in bar:
+        for images, targets, unreadable in bar:
+            for item in unreadable:
+                bad.record(item.path, item.reason)
+            if not len(images):
+                continue
             factor = _lr_factor(settings, step, total)
             for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = base * factor
@@ -207,7 +246,7 @@ def train_classifier(
             bar.set_postfix(loss=f"{running / seen:.4f}")
         metrics = {"epoch": epoch, "train_loss": running / max(seen, 1)}
         if val_split is not None:
-            scores, targets = predict_scores(model, val_split, settings, device)
+            scores, targets = predict_scores(model, val_split, settings, device, bad)
             metrics["val_map"] = average_precision(scores, targets).mean
         log.info(
             "epoch %d/%d  loss %.4f%s",

@@ -18,9 +18,13 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
+import numpy as np
+
+from wsss.data.images import load_label_map
 from wsss.errors import DataError
 
 
@@ -30,7 +34,8 @@ class Sample:
 
     ``file_name`` is the file path relative to the images folder (POSIX separators); ``image_id``
     is the same without its suffix and names every output written for the image. ``labels`` are
-    0-based class indices, sorted.
+    0-based class indices, sorted (empty: to be predicted). ``size`` is the (height, width) the
+    annotations expect, where the format records it (COCO).
     """
 
     image_id: str
@@ -38,16 +43,25 @@ class Sample:
     image_path: Path
     labels: tuple[int, ...]
     mask_path: Path | None
+    size: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
 class LabelledSplit:
-    """The samples of one split plus the class names (index i is class id i + 1 in masks)."""
+    """The samples of one split plus the class names (index i is class id i + 1 in masks).
+
+    Ground truth comes from each sample's ``mask_path`` or, for formats that store instances
+    rather than label images (COCO), from ``paint_ground_truth(sample) -> (H, W) uint8``.
+    ``category_ids`` are the ids exported to COCO files for the classes (default 1..K); a COCO
+    source keeps its own.
+    """
 
     class_names: tuple[str, ...]
     samples: tuple[Sample, ...]
     root: Path
     images_dir: str = "images"
+    category_ids: tuple[int, ...] | None = None
+    paint_ground_truth: Callable[[Sample], np.ndarray] | None = None
 
     @property
     def images_root(self) -> Path:
@@ -58,7 +72,30 @@ class LabelledSplit:
 
     @property
     def has_masks(self) -> bool:
-        return bool(self.samples) and all(s.mask_path is not None for s in self.samples)
+        if not self.samples:
+            return False
+        return self.paint_ground_truth is not None or all(
+            s.mask_path is not None for s in self.samples
+        )
+
+    @property
+    def coco_category_ids(self) -> tuple[int, ...]:
+        return self.category_ids or tuple(range(1, len(self.class_names) + 1))
+
+    def ground_truth(self, sample: Sample, size: tuple[int, int] | None = None) -> np.ndarray:
+        """The (H, W) uint8 ground-truth label map of ``sample`` (0 background, 255 ignored);
+        ``size`` (height, width) is checked against it."""
+        if self.paint_ground_truth is not None:
+            label_map = self.paint_ground_truth(sample)
+            if size is not None and label_map.shape != tuple(size):
+                raise DataError(
+                    f"{sample.image_path}: annotations are for {label_map.shape[1]}x"
+                    f"{label_map.shape[0]} (WxH) but the image is {size[1]}x{size[0]}"
+                )
+            return label_map
+        if sample.mask_path is None:
+            raise DataError(f"{sample.image_path}: no ground-truth mask")
+        return load_label_map(sample.mask_path, size)
 
 
 def read_class_names(path: str | os.PathLike) -> tuple[str, ...]:
@@ -82,6 +119,9 @@ def _read_label_rows(path: Path) -> list[tuple[str, list[str], str]]:
     """Return (file, [class names], where) rows from a CSV or JSON labels file."""
     if not path.is_file():
         raise DataError(f"{path}: labels file not found")
+    if path.suffix.lower() == ".txt":  # a plain list of files: images without labels
+        lines = [line.strip() for line in path.read_text().splitlines()]
+        return [(f, [], f"line {i}") for i, f in enumerate(lines, start=1) if f]
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(path.read_text())
@@ -109,11 +149,11 @@ def _read_label_rows(path: Path) -> list[tuple[str, list[str], str]]:
         return rows
 
 
-def _safe_relative(file: str, where: str, path: Path) -> PurePosixPath:
+def safe_relative(file: str, where: str, path: Path, inside: str = "images/") -> PurePosixPath:
     """Reject paths that could escape the dataset folder (absolute, ``..``, drive letters)."""
     rel = PurePosixPath(file.replace("\\", "/"))
     if not file or rel.is_absolute() or ".." in rel.parts or ":" in file:
-        raise DataError(f"{path}: {where}: file {file!r} must be a relative path inside images/")
+        raise DataError(f"{path}: {where}: file {file!r} must be a relative path inside {inside}")
     return rel
 
 
@@ -123,11 +163,15 @@ def load_split(
     class_names: tuple[str, ...] | None = None,
     images_dir: str = "images",
     masks_dir: str | None = "masks",
+    allow_unlabelled: bool = False,
 ) -> LabelledSplit:
     """Read one split of a folder dataset, checking every row before any work starts.
 
     ``class_names`` defaults to ``root/classes.txt`` or, if that is absent, the sorted set of names
     in the labels file. Masks are used when ``root/<masks_dir>/<id>.png`` exists for every image.
+    The labels file is a CSV (``file,labels``), a JSON object ``{file: [names]}`` or a ``.txt``
+    list of files without labels. An empty label set is an error unless ``allow_unlabelled``
+    (the classifier then labels those images, see ``GenerateSettings.predict_labels``).
     """
     root = Path(root)
     if not root.is_dir():
@@ -146,15 +190,18 @@ def load_split(
 
     samples, seen = [], {}
     for file, names, where in rows:
-        rel = _safe_relative(file, where, labels_path)
+        rel = safe_relative(file, where, labels_path)
         unknown = [n for n in names if n not in index]
         if unknown:
             raise DataError(
                 f"{labels_path}: {where}: unknown class name(s) {unknown} for {file!r}; "
                 f"known classes: {list(class_names)}"
             )
-        if not names:
-            raise DataError(f"{labels_path}: {where}: {file!r} has an empty label set")
+        if not names and not allow_unlabelled:
+            raise DataError(
+                f"{labels_path}: {where}: {file!r} has an empty label set (set "
+                f"predict_labels=<probability> to let the classifier label such images)"
+            )
         image_id = str(rel.with_suffix(""))
         if image_id in seen:
             raise DataError(

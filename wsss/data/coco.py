@@ -1,0 +1,163 @@
+"""MS-COCO 2014/2017 read in place: an images folder plus an instances JSON file.
+
+Image-level labels are the categories with at least one non-crowd instance in the image; images
+without one are left out (they carry no class to localise) and counted in the log. Ground-truth
+semantic maps for evaluation are painted from the instance masks: instances in decreasing area
+(so a small object on a large one stays visible), then crowd regions not covered by an instance
+set to 255 (ignored). Classes keep COCO's category ids and names for export; label PNG values are
+the contiguous indices 1..K in the order of the category ids.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from wsss.data.folder import LabelledSplit, Sample, safe_relative
+from wsss.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+def _segmentation_rle(segmentation, height: int, width: int) -> dict:
+    """Any COCO segmentation (polygons, uncompressed or compressed RLE) as compressed RLE."""
+    from pycocotools import mask as mask_utils
+
+    if isinstance(segmentation, list):  # polygons, possibly in several parts
+        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    if isinstance(segmentation.get("counts"), list):  # uncompressed RLE
+        return mask_utils.frPyObjects(segmentation, height, width)
+    return segmentation
+
+
+class CocoGroundTruth:
+    """Paints a sample's semantic label map from its instances (picklable, for data workers)."""
+
+    def __init__(self, instances: dict[str, list[tuple[int, bool, object]]], sizes: dict):
+        #: image id -> [(class index + 1, is crowd, segmentation)], sizes: id -> (height, width)
+        self.instances = instances
+        self.sizes = sizes
+
+    def __call__(self, sample: Sample) -> np.ndarray:
+        from pycocotools import mask as mask_utils
+
+        height, width = self.sizes[sample.image_id]
+        label_map = np.zeros((height, width), np.uint8)
+        crowd = np.zeros((height, width), bool)
+        painted = []
+        for value, is_crowd, segmentation in self.instances.get(sample.image_id, []):
+            try:
+                mask = mask_utils.decode(_segmentation_rle(segmentation, height, width))
+            except (TypeError, ValueError, KeyError) as exc:
+                raise DataError(f"{sample.image_path}: unreadable segmentation ({exc})") from exc
+            if is_crowd:
+                crowd |= mask.astype(bool)
+            else:
+                painted.append((int(mask.sum()), value, mask.astype(bool)))
+        instances = np.zeros((height, width), bool)
+        for _, value, mask in sorted(painted, key=lambda item: -item[0]):
+            label_map[mask] = value
+            instances |= mask
+        label_map[crowd & ~instances] = 255
+        return label_map
+
+
+def load_coco_split(images: str | os.PathLike, annotations: str | os.PathLike) -> LabelledSplit:
+    """Read a COCO instances file whose ``file_name`` entries live in folder ``images``."""
+    images, annotations = Path(images).expanduser(), Path(annotations).expanduser()
+    if not images.is_dir():
+        raise DataError(f"{images}: COCO images folder not found")
+    if not annotations.is_file():
+        raise DataError(f"{annotations}: COCO annotations file not found")
+    try:
+        data = json.loads(annotations.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{annotations}: invalid JSON ({exc})") from exc
+    missing = [k for k in ("images", "annotations", "categories") if k not in data]
+    if missing:
+        raise DataError(f"{annotations}: not a COCO instances file (no {missing})")
+    categories = sorted(data["categories"], key=lambda c: c["id"])
+    if not categories:
+        raise DataError(f"{annotations}: no categories")
+    category_index = {c["id"]: i for i, c in enumerate(categories)}
+    names = tuple(c["name"] for c in categories)
+    if len(categories) > 254:
+        raise DataError(f"{annotations}: {len(categories)} categories do not fit a uint8 label map")
+
+    instances: dict[str, list] = defaultdict(list)
+    labels: dict[str, set[int]] = defaultdict(set)
+    by_coco_id = {}
+    for image in data["images"]:
+        rel = safe_relative(
+            str(image.get("file_name", "")),
+            f"image {image.get('id')}",
+            annotations,
+            inside=str(images),
+        )
+        image_id = str(rel.with_suffix(""))
+        if image["id"] in by_coco_id:
+            raise DataError(f"{annotations}: duplicate image id {image['id']}")
+        by_coco_id[image["id"]] = (image_id, rel, int(image["height"]), int(image["width"]))
+    seen_ids = {}
+    for coco_id, (image_id, rel, _, _) in by_coco_id.items():
+        if image_id in seen_ids:
+            raise DataError(
+                f"{annotations}: images {seen_ids[image_id]} and {coco_id} share file {rel}"
+            )
+        seen_ids[image_id] = coco_id
+    for ann in data["annotations"]:
+        if ann.get("image_id") not in by_coco_id:
+            raise DataError(
+                f"{annotations}: annotation {ann.get('id')} names unknown image "
+                f"{ann.get('image_id')}"
+            )
+        if ann.get("category_id") not in category_index:
+            raise DataError(
+                f"{annotations}: annotation {ann.get('id')} has unknown category "
+                f"{ann.get('category_id')}"
+            )
+        image_id = by_coco_id[ann["image_id"]][0]
+        cls = category_index[ann["category_id"]]
+        crowd = bool(ann.get("iscrowd", 0))
+        instances[image_id].append((cls + 1, crowd, ann["segmentation"]))
+        if not crowd:
+            labels[image_id].add(cls)
+
+    samples, sizes = [], {}
+    for image_id, rel, height, width in by_coco_id.values():
+        if not labels[image_id]:
+            continue
+        sizes[image_id] = (height, width)
+        samples.append(
+            Sample(
+                image_id,
+                rel.as_posix(),
+                images / rel,
+                tuple(sorted(labels[image_id])),
+                None,
+                (height, width),
+            )
+        )
+    dropped = len(by_coco_id) - len(samples)
+    if dropped:
+        log.info(
+            "%s: %d of %d images have no non-crowd instance and are left out",
+            annotations,
+            dropped,
+            len(by_coco_id),
+        )
+    if not samples:
+        raise DataError(f"{annotations}: no image has a non-crowd instance")
+    return LabelledSplit(
+        names,
+        tuple(samples),
+        images,
+        images_dir=".",
+        category_ids=tuple(c["id"] for c in categories),
+        paint_ground_truth=CocoGroundTruth(dict(instances), sizes),
+    )
