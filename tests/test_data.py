@@ -94,6 +94,10 @@ def test_image_modes_become_rgb_uint8(tmp_path):
     Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
     out = load_image(tmp_path / "rgba.png")
     assert out[0, 0].tolist() == [200, 0, 0] and out[7, 0].tolist() == [255, 255, 255]
+    palette = Image.new("P", (8, 8), 1)
+    palette.putpalette([0, 0, 0, 10, 200, 30] + [0] * 762)
+    palette.save(tmp_path / "p.png")
+    assert load_image(tmp_path / "p.png")[3, 3].tolist() == [10, 200, 30]
     Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg")
     assert load_image(tmp_path / "cmyk.jpg").shape == (8, 8, 3)
 
