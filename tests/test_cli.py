@@ -266,3 +266,37 @@ def test_each_dataset_format_trains_generates_and_evaluates(
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
     assert evaluated["masks_on_disk"]["miou"] == metrics["masks_on_disk"]["miou"]
+
+
+@pytest.mark.parametrize("targets", ["masks", "coco", "ground_truth"])
+def test_train_segmentation_on_pseudo_masks_end_to_end(workspace, tmp_path, targets):
+    """Pseudo-masks of the training images -> a torchvision model -> mIoU on the eval split."""
+    root, cache = workspace
+    pseudo = root / "pseudo_train"
+    if not (pseudo / "summary.json").is_file():
+        run(
+            "wsss.generate_masks", *GENERATE_TINY, "split=train",
+            f"checkpoint={root / 'train_run/checkpoint.pt'}", f"hydra.run.dir={pseudo}",
+            cwd=root, cache=cache,
+        )  # fmt: skip
+    out = tmp_path / "seg"
+    proc = run(
+        "wsss.train_segmentation", *TINY[:3], f"targets={targets}", f"pseudo_masks={pseudo}",
+        "segmentation.epochs=1", "segmentation.batch_size=8", "segmentation.crop_size=48",
+        f"hydra.run.dir={out}", cwd=tmp_path, cache=cache,
+    )  # fmt: skip
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["targets"] == targets and metrics["train_images"] == 24
+    assert 0.0 <= metrics["eval"]["miou"] <= 1.0 and f"{metrics['eval']['miou']:.4f}" in proc.stdout
+    state = torch.load(out / "model.pt", weights_only=True)
+    assert any(k.startswith("classifier.") for k in state)
+
+
+def test_train_segmentation_refuses_masks_of_another_split(workspace, tmp_path):
+    root, cache = workspace
+    proc = run(
+        "wsss.train_segmentation", *TINY[:3], f"pseudo_masks={root / 'gen_run'}",
+        f"hydra.run.dir={tmp_path / 'seg'}", cwd=tmp_path, cache=cache, expect=2,
+    )  # fmt: skip
+    assert "24 of 24 training images have no target" in proc.stderr
+    assert "split=train" in proc.stderr

@@ -149,6 +149,26 @@ class ExportConfig:
     overlays: int = 16
     #: also write cams/<id>.npz (float16 maps) so evaluate can sweep thresholds later
     save_cams: bool = False
+    #: annotations.json: polygons (holes filled) instead of compressed RLE
+    polygons: bool = False
+    #: one annotation per "class" present in an image, or per connected "component"
+    instances: str = "class"
+
+
+@dataclass
+class SegmentationConfig:
+    """Fields of :class:`wsss.segmentation.SegmentationSettings` (the ``segmentation`` group)."""
+
+    model: str = "lraspp_mobilenet_v3_large"
+    backbone_weights: str | None = None
+    epochs: int = 15
+    batch_size: int = 16
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    crop_size: int = 128
+    scale_range: list[float] = field(default_factory=lambda: [0.75, 1.5])
+    hflip: bool = True
 
 
 def register_configs() -> None:
@@ -164,6 +184,7 @@ def register_configs() -> None:
     cs.store(group="mask", name="schema", node=MaskConfig)
     cs.store(group="export", name="schema", node=ExportConfig)
     cs.store(group="crf", name="schema", node=CRFConfig)
+    cs.store(group="segmentation", name="schema", node=SegmentationConfig)
 
 
 def config_dir() -> str:

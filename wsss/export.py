@@ -28,6 +28,42 @@ def mask_to_rle(mask: np.ndarray) -> dict:
     return rle
 
 
+def mask_to_polygons(mask: np.ndarray, tolerance: float = 0.01) -> list[list[float]]:
+    """Outline a binary (H, W) mask as COCO polygons ``[[x1, y1, x2, y2, ...], ...]``.
+
+    One polygon per 8-connected component, each with at least 3 points, in COCO's pixel-edge
+    coordinates (pixel (x, y) covers [x, x + 1] x [y, y + 1]): the outline runs along pixel
+    edges, with corners cut by half a pixel, so it rasterises back to the same pixels. Polygons
+    cannot carry holes (COCO unions them), so holes are filled. ``tolerance`` (pixels) simplifies
+    the outline; the default only drops collinear points.
+    """
+    from scipy import ndimage
+    from skimage.measure import approximate_polygon, find_contours
+
+    polygons = []
+    components, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    for index in range(1, count + 1):
+        filled = ndimage.binary_fill_holes(components == index)
+        # Pad so the outline closes at the border; level 0.5 runs between pixel centres.
+        contours = find_contours(np.pad(filled, 1).astype(np.float32), 0.5)
+        outline = max(contours, key=len)
+        outline = approximate_polygon(outline, tolerance) if tolerance > 0 else outline
+        if len(outline) > 1 and np.array_equal(outline[0], outline[-1]):
+            outline = outline[:-1]
+        if len(outline) < 3:  # a one-pixel sliver: its pixel square
+            ys, xs = np.nonzero(filled)
+            x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+            polygons.append([float(v) for v in (x0, y0, x1, y0, x1, y1, x0, y1)])
+            continue
+        # (row, col) of the padded array, on pixel centres -> (x, y) on pixel edges
+        xy = outline[:, ::-1] - 1 + 0.5
+        polygons.append([round(float(v), 2) for v in xy.ravel()])
+    return polygons
+
+
+INSTANCE_MODES = ("class", "component")
+
+
 def coco_annotations(
     label_map: np.ndarray,
     cams: np.ndarray,
@@ -35,35 +71,52 @@ def coco_annotations(
     image_id: int,
     category_ids: Sequence[int] | None = None,
     probabilities: Sequence[float] | None = None,
+    polygons: bool = False,
+    instances: str = "class",
 ) -> list[dict]:
-    """One COCO annotation per class present in ``label_map`` (ids are filled in later).
+    """COCO annotations for the classes in ``label_map`` (annotation ids are filled in later).
 
-    ``cams``: the image's normalised maps (N, H, W) for ``classes`` (0-based). The annotation's
-    ``score`` is the classifier's probability for the class when the classifier chose the labels
-    (``probabilities``), otherwise the mean map value inside the mask. ``category_id`` is
-    ``category_ids[class]`` (default: class index + 1).
+    ``instances="class"``: one annotation per class present (semantic); ``"component"``: one
+    per 8-connected region of a class (an instance per blob, for instance trainers).
+    ``polygons``: segmentation as polygons (holes filled) instead of compressed RLE; area and
+    bbox are those of the segmentation as written. ``cams``: the image's normalised maps
+    (N, H, W) for ``classes`` (0-based). ``score`` is the classifier's probability for the class
+    when the classifier chose the labels (``probabilities``), otherwise the mean map value inside
+    the region. ``category_id`` is ``category_ids[class]`` (default: class index + 1).
     """
     from pycocotools import mask as mask_utils
+    from scipy import ndimage
 
+    if instances not in INSTANCE_MODES:
+        raise ValueError(f"instances must be one of {INSTANCE_MODES}, got {instances!r}")
+    height, width = label_map.shape
     annotations = []
     for row, cls in enumerate(classes):
         mask = label_map == cls + 1
         if not mask.any():
             continue
-        rle = mask_to_rle(mask)
-        annotations.append(
-            {
-                "image_id": image_id,
-                "category_id": int(category_ids[cls] if category_ids else cls + 1),
-                "segmentation": rle,
-                "area": float(mask_utils.area(rle)),
-                "bbox": [float(v) for v in mask_utils.toBbox(rle)],
-                "iscrowd": 0,
-                "score": round(
-                    float(probabilities[row] if probabilities else cams[row][mask].mean()), 6
-                ),
-            }
-        )
+        regions = [mask]
+        if instances == "component":
+            components, count = ndimage.label(mask, structure=np.ones((3, 3)))
+            regions = [components == i for i in range(1, count + 1)]
+        for region in regions:
+            if polygons:
+                segmentation = mask_to_polygons(region)
+                rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+            else:
+                segmentation = rle = mask_to_rle(region)
+            score = probabilities[row] if probabilities else cams[row][region].mean()
+            annotations.append(
+                {
+                    "image_id": image_id,
+                    "category_id": int(category_ids[cls] if category_ids else cls + 1),
+                    "segmentation": segmentation,
+                    "area": float(mask_utils.area(rle)),
+                    "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+                    "iscrowd": 0,
+                    "score": round(float(score), 6),
+                }
+            )
     return annotations
 
 

@@ -49,6 +49,8 @@ def generate_settings(cfg: DictConfig) -> GenerateSettings:
         num_workers=cfg.num_workers,
         overlays=cfg.export.overlays,
         save_cams=cfg.export.save_cams,
+        polygons=cfg.export.polygons,
+        instances=cfg.export.instances,
         crf=crf_settings(cfg),
         crf_workers=cfg.crf.workers,
         predict_labels=cfg.predict_labels,

@@ -25,7 +25,14 @@ from wsss.data.images import load_image, save_label_map
 from wsss.data.screen import BadImages
 from wsss.errors import ConfigError, DataError
 from wsss.evaluation import ConfusionMatrix, ThresholdSweep
-from wsss.export import coco_annotations, contact_sheet, overlay_panel, save_rgb, write_coco
+from wsss.export import (
+    INSTANCE_MODES,
+    coco_annotations,
+    contact_sheet,
+    overlay_panel,
+    save_rgb,
+    write_coco,
+)
 from wsss.io import atomic_path, write_json
 from wsss.masks import cam_to_label_map
 from wsss.models.classifier import CAMClassifier
@@ -51,6 +58,9 @@ class GenerateSettings:
     num_workers: int = 0
     overlays: int = 16
     save_cams: bool = False
+    #: COCO export: polygons instead of RLE; one annotation per "class" or per "component"
+    polygons: bool = False
+    instances: str = "class"
     #: dense CRF refinement (None: none) and its worker processes (0: all cores)
     crf: CRFSettings | None = None
     crf_workers: int = 0
@@ -74,6 +84,10 @@ class GenerateSettings:
             )
         if self.crf is not None:
             self.crf.validate()
+        if self.instances not in INSTANCE_MODES:
+            raise ConfigError(
+                f"export.instances must be one of {INSTANCE_MODES}, got {self.instances!r}"
+            )
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.predict_labels is not None and not 0.0 < self.predict_labels < 1.0:
@@ -316,7 +330,14 @@ def generate_pseudo_masks(
             }
         )
         coco_anns += coco_annotations(
-            label_map, cams, record.labels, coco_id, split.coco_category_ids, record.probabilities
+            label_map,
+            cams,
+            record.labels,
+            coco_id,
+            split.coco_category_ids,
+            record.probabilities,
+            polygons=settings.polygons,
+            instances=settings.instances,
         )
         if settings.save_cams:
             cam_path = output_path(out_dir, "cams", sample.image_id, ".npz", True)

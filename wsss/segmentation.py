@@ -1,0 +1,314 @@
+"""Closing the loop: train a torchvision segmentation model on pseudo-masks, score it on the
+ground truth.
+
+Training targets come from one of three sources, all as (H, W) uint8 label maps (0 background,
+1..K classes, 255 ignored by the loss):
+
+* a ``generate_masks`` run's label PNGs (``masks/<id>.png``);
+* the same run's ``annotations.json``, read through ``torchvision.datasets.CocoDetection`` (the
+  COCO file is consumed as a COCO trainer would read it);
+* the split's ground truth (the upper bound the pseudo-masks are measured against).
+
+Evaluation runs the model on whole eval images and scores it with the confusion matrix that
+``wsss.evaluate`` uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from wsss.data.folder import LabelledSplit, Sample
+from wsss.data.images import load_image, load_label_map
+from wsss.errors import ConfigError, DataError
+from wsss.evaluation import ConfusionMatrix
+from wsss.masks import IGNORE
+from wsss.models.classifier import IMAGENET_MEAN, IMAGENET_STD
+
+log = logging.getLogger(__name__)
+
+#: torchvision segmentation builders wsss trains (a small one first: the CPU demo's)
+MODELS = {
+    "lraspp_mobilenet_v3_large": torchvision.models.segmentation.lraspp_mobilenet_v3_large,
+    "deeplabv3_mobilenet_v3_large": torchvision.models.segmentation.deeplabv3_mobilenet_v3_large,
+    "deeplabv3_resnet50": torchvision.models.segmentation.deeplabv3_resnet50,
+    "deeplabv3_resnet101": torchvision.models.segmentation.deeplabv3_resnet101,
+}
+
+TARGET_SOURCES = ("masks", "coco", "ground_truth")
+
+
+@dataclass
+class SegmentationSettings:
+    """The ``segmentation`` config group: model, optimisation and augmentation."""
+
+    model: str = "lraspp_mobilenet_v3_large"
+    #: ImageNet weights for the backbone: null, a torchvision weight name, or a state-dict path
+    backbone_weights: str | None = None
+    epochs: int = 15
+    batch_size: int = 16
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    crop_size: int = 128
+    scale_range: tuple[float, float] = (0.75, 1.5)
+    hflip: bool = True
+    num_workers: int = 0
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.model not in MODELS:
+            raise ConfigError(f"segmentation.model must be one of {sorted(MODELS)}")
+        if self.epochs < 1 or self.batch_size < 1 or self.crop_size < 32:
+            raise ConfigError("segmentation epochs and batch_size must be >= 1, crop_size >= 32")
+
+
+def build_model(settings: SegmentationSettings, num_labels: int) -> nn.Module:
+    """A torchvision segmentation model with ``num_labels`` outputs (background + classes)."""
+    builder = MODELS[settings.model]
+    weights = settings.backbone_weights
+    kwargs = {"weights": None, "num_classes": num_labels}
+    if weights and not Path(weights).suffix:  # a weight enum name: let torchvision resolve it
+        kwargs["weights_backbone"] = weights
+    else:
+        kwargs["weights_backbone"] = None
+    if settings.model.startswith("deeplabv3"):
+        kwargs["aux_loss"] = False
+    try:
+        model = builder(**kwargs)
+    except (OSError, RuntimeError) as exc:
+        raise ConfigError(
+            f"cannot get backbone weights {weights!r} for {settings.model} ({exc}); offline, "
+            "pass segmentation.backbone_weights=<path to the backbone's state dict>"
+        ) from exc
+    if weights and Path(weights).suffix:
+        from wsss.models.backbones import load_state_dict_file
+
+        missing, unexpected = model.backbone.load_state_dict(
+            load_state_dict_file(weights), strict=False
+        )
+        if unexpected or len(missing) == len(model.backbone.state_dict()):
+            raise ConfigError(f"{weights}: does not match {settings.model}'s backbone")
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Training targets
+
+
+class MaskTargets:
+    """Targets read from a ``generate_masks`` run's ``masks/<id>.png``."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / "masks"
+        if not self.path.is_dir():
+            raise DataError(f"{run_dir}: no masks/ folder (is this a generate_masks run folder?)")
+
+    def has(self, sample: Sample) -> bool:
+        return (self.path / f"{sample.image_id}.png").is_file()
+
+    def __call__(self, sample: Sample, size: tuple[int, int]) -> np.ndarray:
+        return load_label_map(self.path / f"{sample.image_id}.png", size)
+
+
+class GroundTruthTargets:
+    """The split's own ground truth (the upper bound)."""
+
+    def __init__(self, split: LabelledSplit):
+        if not split.has_masks:
+            raise DataError(f"{split.root}: the training split has no ground-truth masks")
+        self.split = split
+        self.path = split.root
+
+    def has(self, sample: Sample) -> bool:
+        return True
+
+    def __call__(self, sample: Sample, size: tuple[int, int]) -> np.ndarray:
+        return self.split.ground_truth(sample, size)
+
+
+class CocoTargets:
+    """Targets painted from a COCO file read by ``torchvision.datasets.CocoDetection``.
+
+    Annotations are painted in decreasing area (small objects on top); category ids map back to
+    class indices through the file's categories, matched by name to the dataset's classes.
+    """
+
+    def __init__(self, annotations: Path, images_root: Path, class_names: tuple[str, ...]):
+        from torchvision.datasets import CocoDetection
+
+        if not annotations.is_file():
+            raise DataError(f"{annotations}: COCO annotations file not found")
+        self.coco = CocoDetection(str(images_root), str(annotations))
+        names = {c["id"]: c["name"] for c in self.coco.coco.loadCats(self.coco.coco.getCatIds())}
+        unknown = sorted(set(names.values()) - set(class_names))
+        if unknown:
+            raise DataError(f"{annotations}: categories {unknown} are not dataset classes")
+        self.value = {cid: class_names.index(name) + 1 for cid, name in names.items()}
+        self.index = {
+            Path(self.coco.coco.imgs[i]["file_name"]).as_posix(): n
+            for n, i in enumerate(self.coco.ids)
+        }
+        self.path = annotations
+
+    def has(self, sample: Sample) -> bool:
+        return sample.file_name in self.index
+
+    def __call__(self, sample: Sample, size: tuple[int, int]) -> np.ndarray:
+        from pycocotools import mask as mask_utils
+
+        if sample.file_name not in self.index:
+            raise DataError(f"{self.path}: no image {sample.file_name!r}")
+        coco_index = self.index[sample.file_name]
+        info = self.coco.coco.imgs[self.coco.ids[coco_index]]
+        if (info["height"], info["width"]) != tuple(size):
+            raise DataError(f"{self.path}: {sample.file_name} is annotated at another size")
+        # Exactly what a COCO trainer gets: (image, annotations) from CocoDetection. Its image is
+        # not used (wsss's reader applies EXIF orientation, as the masks were made on that).
+        _, annotations = self.coco[coco_index]
+        label_map = np.zeros(size, np.uint8)
+        masks = []
+        for ann in annotations:
+            segmentation = ann["segmentation"]
+            if isinstance(segmentation, list):
+                rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, *size))
+            else:
+                rle = segmentation
+            mask = mask_utils.decode(rle).astype(bool)
+            masks.append((int(mask.sum()), self.value[ann["category_id"]], mask))
+        for _, value, mask in sorted(masks, key=lambda m: -m[0]):
+            label_map[mask] = value
+        return label_map
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+
+
+def _normalise(image: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    return (x - mean) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+
+class SegmentationDataset(Dataset):
+    """(image, target) pairs with random scale, flip and a crop padded with ignored pixels."""
+
+    def __init__(self, samples, targets, settings: SegmentationSettings):
+        self.samples, self.targets, self.settings = samples, targets, settings
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        sample = self.samples[index]
+        image = load_image(sample.image_path)
+        target = self.targets(sample, image.shape[:2])
+        x = _normalise(image)[None]
+        y = torch.from_numpy(target.astype(np.int64))[None, None].float()
+        scale = random.uniform(*self.settings.scale_range)
+        size = [max(8, round(d * scale)) for d in image.shape[:2]]
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)[0]
+        y = F.interpolate(y, size=size, mode="nearest")[0, 0].long()
+        if self.settings.hflip and random.random() < 0.5:
+            x, y = x.flip(-1), y.flip(-1)
+        crop = self.settings.crop_size
+        pad_h, pad_w = max(0, crop - size[0]), max(0, crop - size[1])
+        x = F.pad(x, (0, pad_w, 0, pad_h), value=0.0)  # 0 is the mean colour after normalising
+        y = F.pad(y, (0, pad_w, 0, pad_h), value=IGNORE)
+        top = random.randint(0, x.shape[1] - crop)
+        left = random.randint(0, x.shape[2] - crop)
+        return x[:, top : top + crop, left : left + crop], y[top : top + crop, left : left + crop]
+
+
+def check_targets(split: LabelledSplit, targets) -> None:
+    """Fail before training if any image of ``split`` has no target."""
+    missing = [s.file_name for s in split.samples if not targets.has(s)]
+    if missing:
+        raise DataError(
+            f"{len(missing)} of {len(split)} training images have no target in {targets.path} "
+            f"(first: {missing[:3]}); was generate_masks run on this split (split=train)?"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Training and evaluation
+
+
+def train_segmentation(
+    model: nn.Module,
+    samples: list[Sample],
+    targets: Callable[[Sample, tuple[int, int]], np.ndarray],
+    settings: SegmentationSettings,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """Train ``model`` in place with SGD + poly schedule; 255 target pixels are ignored."""
+    settings.validate()
+    device = torch.device(device)
+    torch.manual_seed(settings.seed)
+    random.seed(settings.seed)
+    np.random.seed(settings.seed)
+    loader = DataLoader(
+        SegmentationDataset(samples, targets, settings),
+        batch_size=settings.batch_size,
+        shuffle=True,
+        drop_last=len(samples) > settings.batch_size,
+        num_workers=settings.num_workers,
+        generator=torch.Generator().manual_seed(settings.seed),
+    )
+    model.to(device).train()
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=settings.lr,
+        momentum=settings.momentum,
+        weight_decay=settings.weight_decay,
+    )
+    total, step, loss_value = settings.epochs * len(loader), 0, math.nan
+    for epoch in range(1, settings.epochs + 1):
+        running, seen = 0.0, 0
+        bar = tqdm(loader, desc=f"segmentation epoch {epoch}/{settings.epochs}", leave=False)
+        for images, labels in bar:
+            for group in optimizer.param_groups:
+                group["lr"] = settings.lr * (1 - step / total) ** 0.9
+            logits = model(images.to(device))["out"]
+            loss = F.cross_entropy(logits, labels.to(device), ignore_index=IGNORE)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            running += loss.item() * len(images)
+            seen += len(images)
+            bar.set_postfix(loss=f"{running / seen:.4f}")
+        loss_value = running / max(seen, 1)
+        log.info("segmentation epoch %d/%d  loss %.4f", epoch, settings.epochs, loss_value)
+    model.eval()
+    return {"epochs": settings.epochs, "train_loss": loss_value}
+
+
+@torch.no_grad()
+def evaluate_segmentation(
+    model: nn.Module, split: LabelledSplit, device: torch.device | str = "cpu"
+) -> ConfusionMatrix:
+    """Predict every eval image whole and score it against the split's ground truth."""
+    if not split.has_masks:
+        raise DataError(f"{split.root}: the eval split has no ground truth to score against")
+    model.to(device).eval()
+    confusion = ConfusionMatrix(len(split.class_names) + 1)
+    for sample in tqdm(split.samples, desc="evaluate segmentation", unit="img", leave=False):
+        image = load_image(sample.image_path)
+        logits = model(_normalise(image)[None].to(device))["out"]
+        prediction = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
+        confusion.update(prediction, split.ground_truth(sample, image.shape[:2]))
+    return confusion
