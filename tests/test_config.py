@@ -31,12 +31,15 @@ def test_every_group_option_composes(group, option):
     overrides = [f"{group}={option}"]
     if group == "dataset" and option in ("folder", "voc", "voc_aug"):
         overrides.append("dataset.root=/data/somewhere")
-    cfg = compose(config_name="generate_masks", overrides=overrides)
+    primary = "train_segmentation" if group == "segmentation" else "generate_masks"
+    cfg = compose(config_name=primary, overrides=overrides)
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     assert cfg[group] is not None
 
 
-@pytest.mark.parametrize("name", ["generate_masks", "train", "evaluate"])
+@pytest.mark.parametrize(
+    "name", ["generate_masks", "train", "evaluate", "explain", "train_segmentation"]
+)
 def test_primary_configs_compose(name):
     cfg = compose(config_name=name)
     assert cfg.dataset.name == "synthetic"

@@ -154,8 +154,8 @@ def test_mask_size_mismatch_is_refused_or_skipped(tmp_path):
     with pytest.raises(DataError, match="1 of 1 images cannot be used") as info:
         BadImages("error").screen(split)
     assert "a.jpg: its mask are 12x9" in str(info.value)
-    with pytest.raises(DataError, match="none of the 1 images can be used"):
-        BadImages("skip").screen(split)
+    bad = BadImages("skip")
+    assert len(bad.screen(split)) == 0 and bad.skipped[0]["file"].endswith("a.jpg")
 
 
 def test_truncated_jpeg_found_while_decoding_is_skipped_and_recorded(tmp_path, tiny_dataset):
@@ -182,7 +182,7 @@ def test_truncated_jpeg_found_while_decoding_is_skipped_and_recorded(tmp_path, t
     assert len(list((tmp_path / "error" / "masks").glob("*.png"))) == 1, "work before it is kept"
     settings.on_bad_image = "skip"
     result = generate_pseudo_masks(model, split, tmp_path / "skip", settings)
-    assert result.skipped == 1 and result.num_images == 4
+    assert result.skipped == 1 and result.num_images == 3
     skipped = json.loads((tmp_path / "skip" / "skipped.json").read_text())
     assert skipped[0]["file"] == str(victim) and "truncated" in skipped[0]["reason"]
     coco = json.loads((tmp_path / "skip" / "annotations.json").read_text())

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from wsss import distributed
 from wsss.data import LabelledSplit, load_dataset_split
 from wsss.data.screen import BadImages
 from wsss.errors import ConfigError, DataError, WsssError
@@ -57,6 +58,19 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"invalid device {name!r}: {exc}") from exc
 
 
+def setup_device(cfg: DictConfig) -> torch.device:
+    """The configured device; under ``torchrun``, also join the process group (one GPU per
+    local rank) and check that every rank writes to the same run folder."""
+    device = distributed.init_from_env(resolve_device(cfg.device))
+    if distributed.world_size() > 1:
+        distributed.same_on_all_ranks(
+            str(run_dir()),
+            "the run folder",
+            "Under torchrun, pass hydra.run.dir=<folder> so that every process uses the same one.",
+        )
+    return device
+
+
 def cache_dir(cfg: DictConfig) -> Path:
     return Path(cfg.cache_dir).expanduser()
 
@@ -74,7 +88,7 @@ def labelled_only(split: LabelledSplit) -> LabelledSplit:
     if len(labelled) < len(split):
         log.info("%d images without labels are not used for training", len(split) - len(labelled))
     if not labelled:
-        raise DataError(f"{split.root}: no labelled image to train on")
+        raise DataError(f"{split.root}: no usable labelled image to train on")
     return replace(split, samples=labelled)
 
 
@@ -89,7 +103,9 @@ def model_spec(cfg: DictConfig) -> ModelSpec:
 def train_settings(cfg: DictConfig) -> TrainSettings:
     t = OmegaConf.to_container(cfg.train, resolve=True)
     t["scale_range"] = tuple(t["scale_range"])
-    return TrainSettings(**t, num_workers=cfg.num_workers, seed=cfg.seed)
+    return TrainSettings(
+        **t, num_workers=cfg.num_workers, seed=cfg.seed, amp=bool(cfg.get("amp", False))
+    )
 
 
 def train_and_save(
@@ -114,8 +130,10 @@ def train_and_save(
         cfg.train.epochs,
     )
     metrics = train_classifier(model, train_split, val_split, train_settings(cfg), device, bad)
-    save_classifier(checkpoint_path, model, spec, train_split.class_names, metrics)
-    log.info("saved checkpoint %s", checkpoint_path)
+    if distributed.is_main():  # written once; the other ranks hold the same weights
+        save_classifier(checkpoint_path, model, spec, train_split.class_names, metrics)
+        log.info("saved checkpoint %s", checkpoint_path)
+    distributed.barrier()
     return LoadedClassifier(model.cpu().eval(), spec, train_split.class_names, metrics)
 
 

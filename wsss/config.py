@@ -18,6 +18,7 @@ from omegaconf import MISSING
 
 from wsss.crf import CRFSettings
 from wsss.errors import ConfigError
+from wsss.segmentation import SegmentationSettings
 
 
 @dataclass
@@ -156,19 +157,9 @@ class ExportConfig:
 
 
 @dataclass
-class SegmentationConfig:
-    """Fields of :class:`wsss.segmentation.SegmentationSettings` (the ``segmentation`` group)."""
-
-    model: str = "lraspp_mobilenet_v3_large"
-    backbone_weights: str | None = None
-    epochs: int = 15
-    batch_size: int = 16
-    lr: float = 0.02
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    crop_size: int = 128
-    scale_range: list[float] = field(default_factory=lambda: [0.75, 1.5])
-    hflip: bool = True
+class SegmentationConfig(SegmentationSettings):
+    """:class:`wsss.segmentation.SegmentationSettings` as the ``segmentation`` group (its
+    ``num_workers`` and ``seed`` come from the command's top-level keys)."""
 
 
 def register_configs() -> None:

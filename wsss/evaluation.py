@@ -45,6 +45,24 @@ class ConfusionMatrix:
         self.matrix += other.matrix
         self.uncertain_by_gt += other.uncertain_by_gt
 
+    def to_sparse(self) -> dict:
+        """The non-zero counts as JSON-ready lists (small for one image: few classes meet)."""
+        rows, cols = np.nonzero(self.matrix)
+        (uncertain,) = np.nonzero(self.uncertain_by_gt)
+        return {
+            "matrix": [
+                [int(r), int(c), int(self.matrix[r, c])] for r, c in zip(rows, cols, strict=True)
+            ],
+            "uncertain": [[int(g), int(self.uncertain_by_gt[g])] for g in uncertain],
+        }
+
+    def add_sparse(self, counts: dict) -> None:
+        """Add counts written by :meth:`to_sparse`."""
+        for r, c, n in counts["matrix"]:
+            self.matrix[r, c] += n
+        for g, n in counts["uncertain"]:
+            self.uncertain_by_gt[g] += n
+
     @staticmethod
     def _iou(matrix: np.ndarray) -> np.ndarray:
         tp = np.diag(matrix).astype(np.float64)
@@ -115,6 +133,13 @@ class ThresholdSweep:
     def update(self, cams: np.ndarray, classes: Sequence[int], ground_truth: np.ndarray) -> None:
         for t, cm in zip(self.thresholds, self.matrices, strict=True):
             cm.update(cam_to_label_map(cams, classes, t), ground_truth)
+
+    def to_sparse(self) -> list[dict]:
+        return [cm.to_sparse() for cm in self.matrices]
+
+    def add_sparse(self, counts: list[dict]) -> None:
+        for cm, c in zip(self.matrices, counts, strict=True):
+            cm.add_sparse(c)
 
     @property
     def mious(self) -> list[float]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from wsss import _cli
+from wsss import _cli, distributed
 from wsss.config import config_dir, register_configs
 from wsss.crf import CRFSettings
 from wsss.data.screen import BadImages
@@ -54,6 +54,7 @@ def generate_settings(cfg: DictConfig) -> GenerateSettings:
         crf=crf_settings(cfg),
         crf_workers=cfg.crf.workers,
         predict_labels=cfg.predict_labels,
+        amp=cfg.amp,
         on_bad_image=cfg.on_bad_image,
     )
 
@@ -134,7 +135,7 @@ def summary_table(s: dict) -> str:
 def main(cfg: DictConfig) -> float | None:
     start = time.perf_counter()
     out = _cli.run_dir()
-    device = _cli.resolve_device(cfg.device)
+    device = _cli.setup_device(cfg)
     settings = generate_settings(cfg)
     settings.validate()
     split = _cli.load_split(cfg, cfg.split)
@@ -147,6 +148,8 @@ def main(cfg: DictConfig) -> float | None:
         )
     log.info("labelling %d images of split %r with %s", len(split), cfg.split, cfg.cam.method)
     result = generate_pseudo_masks(classifier.model, split, out, settings, device, bad)
+    if not distributed.is_main():  # rank 0 merged every rank's records and reports
+        return None
     summary = run_summary(
         result,
         settings,

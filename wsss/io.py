@@ -46,3 +46,15 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def output_path(out_dir: Path, folder: str, image_id: str, suffix: str, create=False) -> Path:
+    """``out_dir/folder/<image_id><suffix>``, refusing any id that would leave ``folder``;
+    with ``create``, its parent folders are made."""
+    base = (out_dir / folder).resolve()
+    path = (base / f"{image_id}{suffix}").resolve()
+    if not path.is_relative_to(base):
+        raise ValueError(f"image id {image_id!r} would write outside {base}")
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return path

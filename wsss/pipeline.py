@@ -6,11 +6,13 @@ usable from Python without Hydra. It streams: per image, only the COCO records a
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from wsss import distributed
 from wsss.cams import METHODS, CamMethod, cam_method, multiscale_cams, normalize_cams
 from wsss.crf import CRFFailure, CRFSettings, default_workers, ordered_map, refine_or_fail
 from wsss.data.folder import LabelledSplit, Sample
@@ -28,14 +31,20 @@ from wsss.evaluation import ConfusionMatrix, ThresholdSweep
 from wsss.export import (
     INSTANCE_MODES,
     coco_annotations,
-    contact_sheet,
     overlay_panel,
     save_rgb,
-    write_coco,
 )
-from wsss.io import atomic_path, write_json
+from wsss.io import atomic_path, output_path, write_json
 from wsss.masks import cam_to_label_map
 from wsss.models.classifier import CAMClassifier
+from wsss.records import (
+    check_run_settings,
+    has_record,
+    merge_records,
+    remove_partial_files,
+    write_record,
+)
+from wsss.training import autocast_settings
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +77,8 @@ class GenerateSettings:
     predict_labels: float | None = None
     #: "error": stop at an unusable image; "skip": leave it out and list it in skipped.json
     on_bad_image: str = "error"
+    #: mixed precision for the maps (float16 on CUDA, bfloat16 on the CPU)
+    amp: bool = False
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -111,18 +122,6 @@ class GenerationResult:
     #: images left out as unusable (on_bad_image=skip), and images labelled by the classifier
     skipped: int = 0
     predicted_labels: int = 0
-
-
-def output_path(out_dir: Path, folder: str, image_id: str, suffix: str, create=False) -> Path:
-    """``out_dir/folder/<image_id><suffix>``, refusing any id that would leave ``folder``;
-    with ``create``, its parent folders are made."""
-    base = (out_dir / folder).resolve()
-    path = (base / f"{image_id}{suffix}").resolve()
-    if not path.is_relative_to(base):
-        raise ValueError(f"image id {image_id!r} would write outside {base}")
-    if create:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 class _ImageReader(Dataset):
@@ -231,7 +230,8 @@ def image_maps(
             for j, (classes, probs) in zip(unlabelled, predicted, strict=True):
                 labels[j], probabilities[j] = classes, probs
         targets = [list(classes) for classes in labels]
-        summed = multiscale_cams(method, images, targets, settings.scales, settings.flip)
+        with torch.autocast(images.device.type, **autocast_settings(settings.amp, images.device)):
+            summed = multiscale_cams(method, images, targets, settings.scales, settings.flip)
         for j, ((index, image), cams) in enumerate(zip(batch, summed, strict=True)):
             cams = normalize_cams(cams).float().cpu().numpy()
             label_map = cam_to_label_map(
@@ -261,6 +261,41 @@ def _with_crf(
         yield in_flight.popleft(), refined
 
 
+def _fingerprint(model: CAMClassifier, split: LabelledSplit, settings: GenerateSettings) -> dict:
+    """What determines a run's outputs: resuming with anything else changed is refused."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    fields = asdict(settings)
+    for key in ("num_workers", "crf_workers", "overlays"):  # do not change any output
+        fields.pop(key)
+    return {
+        "settings": json.loads(json.dumps(fields, default=str)),
+        "model": digest.hexdigest()[:16],
+        "classes": list(split.class_names),
+        "images": [len(split), split.samples[0].image_id, split.samples[-1].image_id],
+    }
+
+
+def _image_scores(
+    split: LabelledSplit, sample: Sample, record: ImageMaps, label_map: np.ndarray, crf: bool
+) -> dict:
+    """This image's contributions to the run's scores, as sparse confusion counts."""
+    num_labels = len(split.class_names) + 1
+    truth = split.ground_truth(sample, size=label_map.shape)
+    masks = ConfusionMatrix(num_labels)
+    masks.update(label_map, truth)
+    sweep = ThresholdSweep(num_labels)
+    sweep.update(record.cams, record.labels, truth)
+    scores = {"masks": masks.to_sparse(), "sweep": sweep.to_sparse()}
+    if crf:
+        rule = ConfusionMatrix(num_labels)
+        rule.update(record.label_map, truth)
+        scores["threshold_rule"] = rule.to_sparse()
+    return scores
+
+
 def generate_pseudo_masks(
     model: CAMClassifier,
     split: LabelledSplit,
@@ -277,59 +312,60 @@ def generate_pseudo_masks(
     stop the run or are listed in ``skipped.json`` (``settings.on_bad_image``); COCO image ids
     are positions in the split (from 1), whatever is skipped. ``bad`` may carry skips recorded
     earlier in the run (training).
+
+    Resumable and shardable (see :mod:`wsss.records`): images that already have a record in
+    ``out_dir`` (same settings) are not redone, and under ``torchrun`` each rank labels every
+    world-size-th image; rank 0 then merges all records into the run's files.
     """
     settings.validate()
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
     model = model.to(device).eval()
     method = make_cam_method(model, settings)
     bad = bad or BadImages(settings.on_bad_image)
-    coco_ids = {s.image_id: i for i, s in enumerate(split.samples, start=1)}
-    split = bad.screen(split)
-    samples = split.samples
-    num_labels = len(split.class_names) + 1
-    evaluate = split.has_masks
-    confusion = ConfusionMatrix(num_labels) if evaluate else None
-    raw_confusion = ConfusionMatrix(num_labels) if evaluate and settings.crf else None
-    sweep = ThresholdSweep(num_labels) if evaluate else None
-    overlay_ids = set()
+    earlier_skips = list(bad.skipped)
+    if distributed.is_main() and check_run_settings(out_dir, _fingerprint(model, split, settings)):
+        remove_partial_files(out_dir)
+    distributed.barrier()
+    rank, world = distributed.rank(), distributed.world_size()
+    mine = [s for i, s in enumerate(split.samples) if i % world == rank]
+    pending = [s for s in mine if not has_record(out_dir, s.image_id)]
+    if len(pending) < len(mine):
+        log.info("resuming: %d of %d images already done", len(mine) - len(pending), len(mine))
+    by_path = {str(s.image_path): s.image_id for s in pending}
+    bad.on_skip = lambda path, reason: write_record(
+        out_dir, by_path[str(path)], {"skipped": reason}
+    )
+    samples = bad.screen(replace(split, samples=tuple(pending))).samples if pending else ()
+    positions = {s.image_id: i for i, s in enumerate(split.samples)}
+    overlay_ids: list[str] = []
     if settings.overlays > 0:
-        spread = np.linspace(0, len(samples) - 1, min(settings.overlays, len(samples)))
-        overlay_ids = set(spread.round().astype(int).tolist())
-    panels: list[np.ndarray] = []
-    coco_images, coco_anns, crf_failures = [], [], []
+        spread = np.linspace(0, len(split) - 1, min(settings.overlays, len(split)))
+        overlay_ids = [split.samples[i].image_id for i in sorted(set(spread.round().astype(int)))]
+    evaluate = split.has_masks
     for folder in ("masks", "overlays") + (("cams",) if settings.save_cams else ()):
         (out_dir / folder).mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
-    bar = tqdm(total=len(samples), desc="generate masks", unit="img")
-    records = image_maps(samples, method, settings, device, model, bad)
-    predicted = 0
-    for record, refined in _with_crf(records, settings):
+    bar = tqdm(total=len(samples), desc="generate masks", unit="img", disable=rank > 0)
+    maps = image_maps(samples, method, settings, device, model, bad)
+    for record, refined in _with_crf(maps, settings):
         sample, cams, image = samples[record.index], record.cams, record.image
-        predicted += record.probabilities is not None
-        label_map = record.label_map
+        label_map, crf_failure = record.label_map, None
         if isinstance(refined, CRFFailure):
             log.warning(
                 "CRF failed on %s (%s); keeping its unrefined mask",
                 sample.image_path,
                 refined.error,
             )
-            crf_failures.append({"image": str(sample.image_path), "error": refined.error})
+            crf_failure = refined.error
         elif refined is not None:
             label_map = refined
         with atomic_path(output_path(out_dir, "masks", sample.image_id, ".png", True)) as tmp:
             save_label_map(tmp, label_map)
-        coco_id = coco_ids[sample.image_id]
-        coco_images.append(
-            {
-                "id": coco_id,
-                "file_name": sample.file_name,
-                "width": int(image.shape[1]),
-                "height": int(image.shape[0]),
-            }
-        )
-        coco_anns += coco_annotations(
+        coco_id = positions[sample.image_id] + 1
+        annotations = coco_annotations(
             label_map,
             cams,
             record.labels,
@@ -345,51 +381,56 @@ def generate_pseudo_masks(
                 np.savez_compressed(
                     f, cams=cams.astype(np.float16), classes=np.array(record.labels, np.int64)
                 )
-        if evaluate:
-            gt = split.ground_truth(sample, size=label_map.shape)
-            confusion.update(label_map, gt)
-            if raw_confusion is not None:
-                raw_confusion.update(record.label_map, gt)
-            sweep.update(cams, record.labels, gt)
-        if record.index in overlay_ids:
+        if sample.image_id in overlay_ids:
             panel = overlay_panel(image, label_map, cams, title=sample.image_id)
             save_rgb(output_path(out_dir, "overlays", sample.image_id, ".png", True), panel)
-            panels.append(panel)
+        image_entry = {
+            "id": coco_id,
+            "file_name": sample.file_name,
+            "width": int(image.shape[1]),
+            "height": int(image.shape[0]),
+        }
+        # Written last: an image with a record is finished (a rerun will not redo it).
+        write_record(
+            out_dir,
+            sample.image_id,
+            {
+                "image": image_entry,
+                "annotations": annotations,
+                "labels": list(record.labels),
+                "predicted": record.probabilities is not None,
+                "crf_failure": crf_failure,
+                "scores": (
+                    _image_scores(split, sample, record, label_map, settings.crf is not None)
+                    if evaluate
+                    else None
+                ),
+            },
+        )
         bar.update(1)
     bar.close()
     seconds = time.perf_counter() - start
-
-    outputs = {"masks": str(out_dir / "masks")}
-    write_coco(
-        out_dir / "annotations.json",
-        coco_images,
-        coco_anns,
-        split.class_names,
-        category_ids=split.coco_category_ids,
-    )
-    outputs["annotations"] = str(out_dir / "annotations.json")
-    if bad.write(out_dir):
-        outputs["skipped"] = str(out_dir / "skipped.json")
-    if crf_failures:
-        write_json(out_dir / "crf_failures.json", crf_failures)
-        outputs["crf_failures"] = str(out_dir / "crf_failures.json")
-    if panels:
-        save_rgb(out_dir / "overlays" / "contact_sheet.png", contact_sheet(panels))
-        outputs["contact_sheet"] = str(out_dir / "overlays" / "contact_sheet.png")
+    bad.on_skip = None
+    distributed.barrier()  # every rank's records are on disk
+    if not distributed.is_main():
+        return GenerationResult(len(samples), 0, seconds, out_dir)
+    merged = merge_records(out_dir, split, overlay_ids, settings.crf is not None, earlier_skips)
+    if merged.images == 0:
+        raise DataError(f"{split.root}: none of the {len(split)} images could be used")
     result = GenerationResult(
-        len(samples),
-        len(coco_anns),
+        merged.images,
+        merged.annotations,
         seconds,
         out_dir,
-        confusion,
-        sweep,
-        outputs,
-        raw_confusion,
-        len(crf_failures),
-        len(bad.skipped),
-        predicted,
+        merged.confusion,
+        merged.sweep,
+        merged.outputs,
+        merged.raw_confusion,
+        len(merged.crf_failures),
+        len(merged.skipped),
+        merged.predicted_labels,
     )
-    if confusion is not None:
+    if merged.confusion is not None:
         write_metrics(out_dir, result, split.class_names, settings)
     return result
 

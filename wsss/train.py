@@ -11,7 +11,7 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from wsss import _cli
+from wsss import _cli, distributed
 from wsss.config import config_dir, register_configs
 from wsss.data.screen import BadImages
 from wsss.io import write_json
@@ -24,13 +24,15 @@ register_configs()
 @_cli.user_errors_exit
 def main(cfg: DictConfig) -> float:
     out = _cli.run_dir()
-    device = _cli.resolve_device(cfg.device)
+    device = _cli.setup_device(cfg)
     bad = BadImages(cfg.on_bad_image)
     classifier = _cli.train_and_save(cfg, out / "checkpoint.pt", device, bad)
+    val_map = classifier.metrics.get("val_map", float("nan"))
+    if not distributed.is_main():
+        return val_map
     write_json(out / "train_metrics.json", classifier.metrics)
     if bad.write(out):
         print(f"{len(bad.skipped)} unusable images skipped: {out / 'skipped.json'}")
-    val_map = classifier.metrics.get("val_map", float("nan"))
     print(f"\ncheckpoint: {out / 'checkpoint.pt'}\nvalidation mAP: {val_map:.4f}")
     return val_map
 

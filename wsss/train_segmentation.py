@@ -37,8 +37,10 @@ register_configs()
 
 def segmentation_settings(cfg: DictConfig) -> SegmentationSettings:
     fields = OmegaConf.to_container(cfg.segmentation, resolve=True)
-    fields["scale_range"] = tuple(fields["scale_range"])
-    return SegmentationSettings(**fields, num_workers=cfg.num_workers, seed=cfg.seed)
+    fields.update(
+        scale_range=tuple(fields["scale_range"]), num_workers=cfg.num_workers, seed=cfg.seed
+    )
+    return SegmentationSettings(**fields)
 
 
 def training_targets(cfg: DictConfig, train_split):

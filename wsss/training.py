@@ -11,10 +11,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, default_collate
 from torchvision.transforms import ColorJitter
 from tqdm import tqdm
 
+from wsss import distributed
 from wsss.data.folder import LabelledSplit
 from wsss.data.images import load_image
 from wsss.data.screen import BadImages
@@ -45,6 +48,10 @@ class TrainSettings:
     color_jitter: float = 0.3
     num_workers: int = 0
     seed: int = 0
+    #: mixed precision (float16 on CUDA with loss scaling, bfloat16 on the CPU)
+    amp: bool = False
+    #: channels-last memory format on CUDA (faster convolutions with AMP)
+    channels_last: bool = True
 
     def validate(self) -> None:
         if self.optimizer not in ("sgd", "adamw"):
@@ -166,10 +173,13 @@ def predict_scores(
     bad: BadImages | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities (sigmoid) and multi-hot targets for every readable image of
-    ``split`` (unreadable ones go to ``bad``; default: an error)."""
+    ``split`` (unreadable ones go to ``bad``; default: an error). Under torchrun each rank
+    scores every world-size-th image and all ranks get every score (grouped by rank)."""
     bad = bad or BadImages()
+    rank, world = distributed.rank(), distributed.world_size()
+    indices = list(range(rank, len(split), world))
     loader = DataLoader(
-        ClassificationDataset(split, settings, train=False),
+        Subset(ClassificationDataset(split, settings, train=False), indices),
         batch_size=settings.batch_size,
         num_workers=settings.num_workers,
         collate_fn=_usable_batch,
@@ -184,7 +194,11 @@ def predict_scores(
             scores.append(torch.sigmoid(model(images.to(device))).cpu())
             targets.append(target)
     model.train(was_training)
-    return torch.cat(scores).numpy(), torch.cat(targets).numpy()
+    mine = (torch.cat(scores).numpy(), torch.cat(targets).numpy()) if scores else None
+    parts = [part for part in distributed.all_gather_object(mine) if part is not None]
+    if not parts:
+        raise DataError(f"{split.root}: no readable image to score")
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def train_classifier(
@@ -200,51 +214,100 @@ def train_classifier(
     The validation mAP is logged after every epoch. An image that cannot be decoded goes to
     ``bad`` (default policy: an error naming it); with the "skip" policy its batch goes on
     without it and it is recorded once.
+
+    Under ``torchrun`` (see :mod:`wsss.distributed`) the model trains as DistributedDataParallel:
+    each of the N processes takes ``batch_size / N`` images of every batch from a
+    DistributedSampler, so the global batch and the learning rate stay as configured; the loss
+    and the validation scores are gathered from every rank, and all ranks end with the same
+    weights.
     """
     bad = bad or BadImages()
     settings.validate()
     device = torch.device(device)
+    rank, world = distributed.rank(), distributed.world_size()
+    if settings.batch_size % world:
+        raise ConfigError(
+            f"train.batch_size {settings.batch_size} must be divisible by the {world} processes"
+        )
     torch.manual_seed(settings.seed)
-    random.seed(settings.seed)
-    np.random.seed(settings.seed)
-    generator = torch.Generator().manual_seed(settings.seed)
+    random.seed(settings.seed + rank)  # augmentation differs per rank, the model does not
+    np.random.seed(settings.seed + rank)
+    dataset = ClassificationDataset(train_split, settings, train=True)
+    per_rank = settings.batch_size // world
+    drop_last = len(train_split) > settings.batch_size
+    sampler = None
+    if world > 1:
+        sampler = DistributedSampler(dataset, world, rank, True, settings.seed, drop_last)
     loader = DataLoader(
-        ClassificationDataset(train_split, settings, train=True),
-        batch_size=settings.batch_size,
-        shuffle=True,
-        drop_last=len(train_split) > settings.batch_size,
+        dataset,
+        batch_size=per_rank,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=drop_last,
         num_workers=settings.num_workers,
         worker_init_fn=_seed_worker,
-        generator=generator,
+        generator=torch.Generator().manual_seed(settings.seed),
         persistent_workers=settings.num_workers > 0,
+        pin_memory=device.type == "cuda",
         collate_fn=_usable_batch,
     )
     model.to(device).train()
+    if settings.channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    network: nn.Module = model
+    if world > 1:
+        network = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     optimizer = _make_optimizer(model, settings)
+    amp = autocast_settings(settings.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp.get("dtype") == torch.float16)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     total, step = settings.epochs * len(loader), 0
     metrics: dict[str, float] = {}
     for epoch in range(1, settings.epochs + 1):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         running, seen = 0.0, 0
-        bar = tqdm(loader, desc=f"train epoch {epoch}/{settings.epochs}", unit="batch", leave=False)
+        bar = tqdm(
+            loader,
+            desc=f"train epoch {epoch}/{settings.epochs}",
+            unit="batch",
+            leave=False,
+            disable=rank > 0,
+        )
         for images, targets, unreadable in bar:
             for item in unreadable:
                 bad.record(item.path, item.reason)
-            if not len(images):
-                continue
             factor = _lr_factor(settings, step, total)
             for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = base * factor
-            logits = model(images.to(device))
-            loss = F.multilabel_soft_margin_loss(logits, targets.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
             step += 1
+            if not len(images):
+                if world == 1:
+                    continue
+                # Every rank must join the gradient all-reduce: contribute zero gradients.
+                loss = sum(p.sum() for p in network.parameters() if p.requires_grad) * 0.0
+            else:
+                images = images.to(device, non_blocking=True)
+                if settings.channels_last and device.type == "cuda":
+                    images = images.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, **amp):
+                    logits = network(images)
+                loss = F.multilabel_soft_margin_loss(logits.float(), targets.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             running += loss.item() * len(images)
             seen += len(images)
-            bar.set_postfix(loss=f"{running / seen:.4f}")
-        metrics = {"epoch": epoch, "train_loss": running / max(seen, 1)}
+            bar.set_postfix(loss=f"{running / max(seen, 1):.4f}")
+        distributed.broadcast_buffers(model)  # all ranks score (and save) one model
+        totals = distributed.all_gather_object((running, seen))
+        metrics = {
+            "epoch": epoch,
+            "train_loss": sum(r for r, _ in totals) / max(1, sum(n for _, n in totals)),
+        }
         if val_split is not None:
             scores, targets = predict_scores(model, val_split, settings, device, bad)
             metrics["val_map"] = average_precision(scores, targets).mean
@@ -255,5 +318,17 @@ def train_classifier(
             metrics["train_loss"],
             f"  val mAP {metrics['val_map']:.4f}" if "val_map" in metrics else "",
         )
+    if world > 1:  # every rank's skips, once each, in every rank's record
+        for entries in distributed.all_gather_object(list(bad.skipped)):
+            for entry in entries:
+                if entry not in bad.skipped:
+                    bad.skipped.append(entry)
     model.eval()
     return metrics
+
+
+def autocast_settings(amp: bool, device: torch.device) -> dict:
+    """``torch.autocast`` arguments: float16 on CUDA, bfloat16 on the CPU, or disabled."""
+    if not amp:
+        return {"enabled": False}
+    return {"enabled": True, "dtype": torch.float16 if device.type == "cuda" else torch.bfloat16}

@@ -9,6 +9,7 @@ and the same policy applies there (see :class:`BadImages`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -67,6 +68,8 @@ class BadImages:
 
     policy: str = "error"
     skipped: list[dict] = field(default_factory=list)
+    #: called with (path, reason) for every skip, e.g. to persist it for a resumed run
+    on_skip: Callable[[Path | str, str], None] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -84,6 +87,8 @@ class BadImages:
             return
         log.warning("skipping %s: %s", path, reason)
         self.skipped.append({"file": str(path), "reason": reason})
+        if self.on_skip is not None:
+            self.on_skip(path, reason)
 
     def screen(self, split: LabelledSplit) -> LabelledSplit:
         """Check every sample's headers; return the usable ones or raise (policy "error")."""
@@ -100,8 +105,6 @@ class BadImages:
             )
         for sample, problem in bad:
             self.record(sample.image_path, problem)
-        if not usable:
-            raise DataError(f"{split.root}: none of the {len(split)} images can be used")
         if bad:
             log.warning("%d of %d images skipped (see skipped.json)", len(bad), len(split))
         return replace(split, samples=tuple(s for s, _ in usable))

@@ -1,0 +1,131 @@
+"""Scale: a run killed with SIGKILL resumes to the same outputs, and torchrun with 2 CPU
+processes (gloo) gives what one process gives, for generation and for training."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_cli import TINY, run
+
+from wsss.data import load_split
+from wsss.evaluation import average_precision
+from wsss.models import load_checkpoint
+from wsss.training import TrainSettings, predict_scores
+
+# A bigger eval split than the other CLI tests, so a run lasts long enough to be killed midway.
+DATA = [o.replace("num_eval=6", "num_eval=60") for o in TINY if o.startswith("dataset.")]
+GENERATE = [*DATA, "cam.scales=[1.0,0.5,1.5]", "batch_size=1", "export.overlays=4"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("scale")
+    cache = root / "cache"
+    run("wsss.train", *TINY, f"hydra.run.dir={root / 'train'}", cwd=root, cache=cache)
+    return root / "train" / "checkpoint.pt", cache
+
+
+def _outputs(folder: Path) -> dict:
+    """Everything a run produced, minus timings."""
+    masks = {p.name: np.asarray(Image.open(p)).tobytes() for p in (folder / "masks").glob("*.png")}
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics.pop("seconds")
+    return {
+        "masks": masks,
+        "annotations": json.loads((folder / "annotations.json").read_text()),
+        "metrics": metrics,
+        "overlays": sorted(p.name for p in (folder / "overlays").glob("*.png")),
+    }
+
+
+def _torchrun(module: str, *args: str, cwd: Path, cache: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WSSS_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+               "--standalone", "-m", module, *args]  # fmt: skip
+    proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_a_killed_run_resumes_to_the_outputs_of_an_uninterrupted_one(checkpoint, tmp_path):
+    path, cache = checkpoint
+    args = [*GENERATE, f"checkpoint={path}"]
+    clean = tmp_path / "clean"
+    run("wsss.generate_masks", *args, f"hydra.run.dir={clean}", cwd=tmp_path, cache=cache)
+
+    resumed = tmp_path / "resumed"
+    command = [sys.executable, "-m", "wsss.generate_masks", *args, f"hydra.run.dir={resumed}"]
+    env = {**os.environ, "WSSS_CACHE": str(cache)}
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    records = resumed / "records"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(records.glob("*.json"))) < 10:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(list(records.glob("*.json")))
+    assert 10 <= done < 60, f"the kill must land midway ({done} of 60 images done)"
+    assert not (resumed / "annotations.json").exists()
+
+    out = run("wsss.generate_masks", *args, f"hydra.run.dir={resumed}", cwd=tmp_path, cache=cache)
+    assert f"resuming: {done} of 60 images already done" in out.stdout + out.stderr
+    assert not list(resumed.rglob(".*.tmp")), "partial files of the killed run are removed"
+    assert _outputs(resumed) == _outputs(clean)
+
+
+def test_resuming_with_other_settings_is_refused(checkpoint, tmp_path):
+    path, cache = checkpoint
+    args = [*GENERATE, f"checkpoint={path}", f"hydra.run.dir={tmp_path / 'run'}"]
+    run("wsss.generate_masks", *args, cwd=tmp_path, cache=cache)
+    proc = run("wsss.generate_masks", *args, "mask.bg_threshold=0.3", cwd=tmp_path, cache=cache,
+               expect=2)  # fmt: skip
+    assert "holds an earlier run made with other settings (['settings'])" in proc.stderr
+
+
+def test_torchrun_generation_equals_one_process(checkpoint, tmp_path):
+    path, cache = checkpoint
+    args = [*GENERATE, f"checkpoint={path}"]
+    single = tmp_path / "single"
+    run("wsss.generate_masks", *args, f"hydra.run.dir={single}", cwd=tmp_path, cache=cache)
+    sharded = tmp_path / "sharded"
+    proc = _torchrun("wsss.generate_masks", *args, f"hydra.run.dir={sharded}", cwd=tmp_path,
+                     cache=cache)  # fmt: skip
+    assert proc.stdout.count("wsss generate_masks summary") == 1, "rank 0 reports, once"
+    assert _outputs(sharded) == _outputs(single)
+
+
+def test_torchrun_needs_one_run_folder(checkpoint, tmp_path):
+    path, cache = checkpoint
+    env = {**os.environ, "WSSS_CACHE": str(cache), "OMP_NUM_THREADS": "1"}
+    # each rank gets its own folder: the ranks must refuse to write to different places
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+               "--standalone", "-m", "wsss.generate_masks", *GENERATE, f"checkpoint={path}",
+               "hydra.run.dir=out_${oc.env:RANK}"]  # fmt: skip
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert proc.returncode != 0
+    assert "pass hydra.run.dir=<folder>" in proc.stderr
+
+
+def test_torchrun_training_is_data_parallel_and_saves_once(checkpoint, tmp_path):
+    _, cache = checkpoint
+    out = tmp_path / "ddp"
+    proc = _torchrun("wsss.train", *TINY, f"hydra.run.dir={out}", cwd=tmp_path, cache=cache)
+    assert proc.stdout.count("validation mAP") == 1
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    # The reported mAP is over the whole val split, gathered from both ranks: recompute it.
+    classifier = load_checkpoint(out / "checkpoint.pt")
+    dataset = next((cache / "datasets").glob("synthetic-v1-24-6-48-*"))
+    val = load_split(dataset, "eval.csv")
+    scores, targets = predict_scores(classifier.model, val, TrainSettings(crop_size=48), "cpu")
+    assert average_precision(scores, targets).mean == pytest.approx(metrics["val_map"], abs=1e-6)
