@@ -300,3 +300,18 @@ def test_train_segmentation_refuses_masks_of_another_split(workspace, tmp_path):
     )  # fmt: skip
     assert "24 of 24 training images have no target" in proc.stderr
     assert "split=train" in proc.stderr
+
+
+def test_train_segmentation_is_reproducible(workspace, tmp_path):
+    """Same command, same model: the initial weights are seeded too."""
+    _, cache = workspace
+    states = []
+    for name in ("first", "second"):
+        run(
+            "wsss.train_segmentation", *TINY[:3], "targets=ground_truth", "segmentation.epochs=1",
+            "segmentation.batch_size=8", "segmentation.crop_size=48",
+            f"hydra.run.dir={tmp_path / name}", cwd=tmp_path, cache=cache,
+        )  # fmt: skip
+        states.append(torch.load(tmp_path / name / "model.pt", weights_only=True))
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])

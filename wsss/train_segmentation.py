@@ -72,6 +72,7 @@ def main(cfg: DictConfig) -> float:
     eval_split = _cli.load_split(cfg, cfg.eval_split)
     targets = training_targets(cfg, train_split)
     check_targets(train_split, targets)
+    torch.manual_seed(settings.seed)  # the initial weights too: reruns give the same model
     model = build_model(settings, len(train_split.class_names) + 1)
     log.info(
         "training %s on %d images (targets: %s)", settings.model, len(train_split), cfg.targets
