@@ -63,15 +63,6 @@ def all_gather_object(value: Any) -> list[Any]:
     return gathered
 
 
-def broadcast_object(value: Any) -> Any:
-    """Rank 0's ``value`` on every rank."""
-    if not dist.is_initialized():
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def same_on_all_ranks(value: Any, what: str, hint: str) -> None:
     """Raise a ConfigError if ranks disagree on ``value`` (e.g. their output folder)."""
     values = all_gather_object(value)
@@ -85,8 +76,3 @@ def broadcast_buffers(module: torch.nn.Module) -> None:
     if dist.is_initialized():
         for buffer in module.buffers():
             dist.broadcast(buffer.data, src=0)
-
-
-def shutdown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()

@@ -30,11 +30,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from wsss.data.coco import paint_instances
 from wsss.data.folder import LabelledSplit, Sample
 from wsss.data.images import load_image, load_label_map
 from wsss.errors import ConfigError, DataError
 from wsss.evaluation import ConfusionMatrix
 from wsss.masks import IGNORE
+from wsss.models.backbones import is_weights_file, load_state_dict_file
 from wsss.models.classifier import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
@@ -80,7 +82,7 @@ def build_model(settings: SegmentationSettings, num_labels: int) -> nn.Module:
     builder = MODELS[settings.model]
     weights = settings.backbone_weights
     kwargs = {"weights": None, "num_classes": num_labels}
-    if weights and not Path(weights).suffix:  # a weight enum name: let torchvision resolve it
+    if weights and not is_weights_file(weights):  # a weight enum name: torchvision resolves it
         kwargs["weights_backbone"] = weights
     else:
         kwargs["weights_backbone"] = None
@@ -93,9 +95,7 @@ def build_model(settings: SegmentationSettings, num_labels: int) -> nn.Module:
             f"cannot get backbone weights {weights!r} for {settings.model} ({exc}); offline, "
             "pass segmentation.backbone_weights=<path to the backbone's state dict>"
         ) from exc
-    if weights and Path(weights).suffix:
-        from wsss.models.backbones import load_state_dict_file
-
+    if weights and is_weights_file(weights):
         missing, unexpected = model.backbone.load_state_dict(
             load_state_dict_file(weights), strict=False
         )
@@ -142,8 +142,9 @@ class GroundTruthTargets:
 class CocoTargets:
     """Targets painted from a COCO file read by ``torchvision.datasets.CocoDetection``.
 
-    Annotations are painted in decreasing area (small objects on top); category ids map back to
-    class indices through the file's categories, matched by name to the dataset's classes.
+    Painted as the COCO reader paints ground truth (:func:`wsss.data.coco.paint_instances`);
+    category ids map back to class indices through the file's categories, matched by name to
+    the dataset's classes.
     """
 
     def __init__(self, annotations: Path, images_root: Path, class_names: tuple[str, ...]):
@@ -167,8 +168,6 @@ class CocoTargets:
         return sample.file_name in self.index
 
     def __call__(self, sample: Sample, size: tuple[int, int]) -> np.ndarray:
-        from pycocotools import mask as mask_utils
-
         if sample.file_name not in self.index:
             raise DataError(f"{self.path}: no image {sample.file_name!r}")
         coco_index = self.index[sample.file_name]
@@ -178,19 +177,11 @@ class CocoTargets:
         # Exactly what a COCO trainer gets: (image, annotations) from CocoDetection. Its image is
         # not used (wsss's reader applies EXIF orientation, as the masks were made on that).
         _, annotations = self.coco[coco_index]
-        label_map = np.zeros(size, np.uint8)
-        masks = []
-        for ann in annotations:
-            segmentation = ann["segmentation"]
-            if isinstance(segmentation, list):
-                rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, *size))
-            else:
-                rle = segmentation
-            mask = mask_utils.decode(rle).astype(bool)
-            masks.append((int(mask.sum()), self.value[ann["category_id"]], mask))
-        for _, value, mask in sorted(masks, key=lambda m: -m[0]):
-            label_map[mask] = value
-        return label_map
+        instances = [
+            (self.value[a["category_id"]], bool(a.get("iscrowd", 0)), a["segmentation"])
+            for a in annotations
+        ]
+        return paint_instances(instances, *size, self.path)
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,34 @@ def _segmentation_rle(segmentation, height: int, width: int) -> dict:
     return segmentation
 
 
+def paint_instances(
+    instances: Iterable[tuple[int, bool, object]], height: int, width: int, where: object
+) -> np.ndarray:
+    """A (height, width) uint8 label map from ``(label value, is crowd, segmentation)`` triples:
+    instances in decreasing area (a small object on a large one stays visible), then crowd
+    regions not covered by an instance set to 255. ``where`` names the source in errors."""
+    from pycocotools import mask as mask_utils
+
+    label_map = np.zeros((height, width), np.uint8)
+    crowd = np.zeros((height, width), bool)
+    painted = []
+    for value, is_crowd, segmentation in instances:
+        try:
+            mask = mask_utils.decode(_segmentation_rle(segmentation, height, width)).astype(bool)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise DataError(f"{where}: unreadable segmentation ({exc})") from exc
+        if is_crowd:
+            crowd |= mask
+        else:
+            painted.append((int(mask.sum()), value, mask))
+    covered = np.zeros((height, width), bool)
+    for _, value, mask in sorted(painted, key=lambda item: -item[0]):
+        label_map[mask] = value
+        covered |= mask
+    label_map[crowd & ~covered] = 255
+    return label_map
+
+
 class CocoGroundTruth:
     """Paints a sample's semantic label map from its instances (picklable, for data workers)."""
 
@@ -44,27 +73,9 @@ class CocoGroundTruth:
         self.sizes = sizes
 
     def __call__(self, sample: Sample) -> np.ndarray:
-        from pycocotools import mask as mask_utils
-
         height, width = self.sizes[sample.image_id]
-        label_map = np.zeros((height, width), np.uint8)
-        crowd = np.zeros((height, width), bool)
-        painted = []
-        for value, is_crowd, segmentation in self.instances.get(sample.image_id, []):
-            try:
-                mask = mask_utils.decode(_segmentation_rle(segmentation, height, width))
-            except (TypeError, ValueError, KeyError) as exc:
-                raise DataError(f"{sample.image_path}: unreadable segmentation ({exc})") from exc
-            if is_crowd:
-                crowd |= mask.astype(bool)
-            else:
-                painted.append((int(mask.sum()), value, mask.astype(bool)))
-        instances = np.zeros((height, width), bool)
-        for _, value, mask in sorted(painted, key=lambda item: -item[0]):
-            label_map[mask] = value
-            instances |= mask
-        label_map[crowd & ~instances] = 255
-        return label_map
+        instances = self.instances.get(sample.image_id, [])
+        return paint_instances(instances, height, width, sample.image_path)
 
 
 def load_coco_split(images: str | os.PathLike, annotations: str | os.PathLike) -> LabelledSplit:

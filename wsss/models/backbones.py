@@ -181,7 +181,7 @@ def _build_resnet(
 ):
     if output_stride not in (8, 16, 32):
         raise ConfigError(f"{arch}: output_stride must be 8, 16 or 32, got {output_stride}")
-    is_file = _is_weights_file(pretrained)
+    is_file = is_weights_file(pretrained)
     weights = _torchvision_weights(arch, pretrained) if pretrained and not is_file else None
     try:
         resnet = torchvision.models.get_model(arch, weights=weights)
@@ -211,7 +211,8 @@ def _build_resnet(
     return freeze_batch_norm(model) if freeze_bn else model
 
 
-def _is_weights_file(pretrained: str | None) -> bool:
+def is_weights_file(pretrained: str | None) -> bool:
+    """Whether a ``pretrained`` value names a file (a path) rather than a weight name."""
     return pretrained is not None and (
         os.sep in pretrained or "/" in pretrained or Path(pretrained).suffix in (".pt", ".pth")
     )
@@ -324,7 +325,7 @@ def efficientnet_lite(variant: int, pretrained: str | None = None, **timm_kwargs
     model = timm.create_model(f"efficientnet_lite{variant}", pretrained=False, **timm_kwargs)
     if pretrained:
         known = pretrained.upper() in ("DEFAULT", "IMAGENET", "IMAGENET1K")
-        if not known and not _is_weights_file(pretrained):
+        if not known and not is_weights_file(pretrained):
             raise ConfigError(
                 f"efficientnet_lite{variant}: pretrained must be DEFAULT or a file, "
                 f"got {pretrained!r}"
@@ -364,7 +365,7 @@ def timm_backbone(
     network), a path loads a local file."""
     timm = _import_timm()
     kwargs = {"output_stride": output_stride} if output_stride != 32 else {}
-    if _is_weights_file(pretrained):
+    if is_weights_file(pretrained):
         kwargs["pretrained_cfg_overlay"] = {"file": str(Path(pretrained).expanduser())}
     try:
         model = timm.create_model(model_name, pretrained=bool(pretrained), **kwargs)
