@@ -75,10 +75,11 @@ def main() -> None:
     parser.add_argument("--score-batch", type=int, default=16)
     parser.add_argument("--top-channels", type=int, default=256)
     parser.add_argument("--no-reference", action="store_true", help="skip pytorch-grad-cam")
+    parser.add_argument("--arch", default="resnet50", help="a torchvision ResNet")
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    model = torchvision.models.resnet50().eval()
+    model = torchvision.models.get_model(args.arch).eval()
     images = torch.rand(args.batch, 3, args.size, args.size)
     rng = np.random.default_rng(0)
     targets = [rng.choice(1000, args.classes, replace=False).tolist() for _ in range(args.batch)]
@@ -91,7 +92,7 @@ def main() -> None:
             reference = False
 
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; resnet50, batch "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.arch}, batch "
         f"{args.batch}, {args.size}x{args.size}, {args.classes} classes per image\n"
     )
 
@@ -139,7 +140,12 @@ def main() -> None:
         (sub_forward,), _ = interleaved([lambda: plain_forward(sub_images)], args.repeats)
         start = time.perf_counter()
         maps = compute_cams(
-            model, sub_images, sub_targets, "scorecam", model.layer4, batch_size=args.score_batch
+            model,
+            sub_images,
+            sub_targets,
+            "scorecam",
+            model.layer4,
+            score_batch_size=args.score_batch,
         )
         seconds = time.perf_counter() - start
         if reference:
@@ -157,7 +163,7 @@ def main() -> None:
             sub_targets,
             "scorecam",
             model.layer4,
-            batch_size=args.score_batch,
+            score_batch_size=args.score_batch,
             top_channels=args.top_channels,
         )
         fast_seconds = time.perf_counter() - start

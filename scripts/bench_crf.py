@@ -17,8 +17,9 @@ import numpy as np
 from _timing import interleaved  # scripts/, beside this file
 from scipy import ndimage
 
-from wsss.crf import CRFSettings, import_pydensecrf, ordered_map, refine_or_fail
 from wsss.data.synthetic import SyntheticSpec, render_image
+from wsss.engine.parallel import ordered_map
+from wsss.masks.crf import CRFSettings, import_pydensecrf, refine_or_fail
 
 
 def make_inputs(count: int, size: int) -> list[tuple[np.ndarray, np.ndarray, list[int]]]:
@@ -40,6 +41,7 @@ def bare_pydensecrf(image, cams, settings: CRFSettings) -> None:
 
     height, width = image.shape[:2]
     n = len(cams) + 1
+    scale = max(height, width) / settings.reference_size  # as wsss scales the kernel widths
     if settings.mode == "soft":
         probs = np.concatenate([(1 - cams.max(0, keepdims=True)) ** settings.alpha, cams])
         unaries = [unary_from_softmax(probs)]
@@ -52,9 +54,9 @@ def bare_pydensecrf(image, cams, settings: CRFSettings) -> None:
     for unary in unaries:
         crf = dcrf.DenseCRF2D(width, height, n)
         crf.setUnaryEnergy(np.ascontiguousarray(unary))
-        crf.addPairwiseGaussian(sxy=settings.gaussian_sxy, compat=settings.gaussian_compat)
+        crf.addPairwiseGaussian(sxy=settings.gaussian_sxy * scale, compat=settings.gaussian_compat)
         crf.addPairwiseBilateral(
-            sxy=settings.bilateral_sxy,
+            sxy=settings.bilateral_sxy * scale,
             srgb=settings.bilateral_srgb,
             rgbim=image,
             compat=settings.bilateral_compat,

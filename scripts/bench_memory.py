@@ -18,8 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from wsss.config import default_cache_dir
 from wsss.data.synthetic import SyntheticSpec, ensure_synthetic_dataset
+from wsss.io import default_cache_dir
 
 SETTINGS = ["dataset.image_size=128", "dataset.num_train=0", "export.overlays=16"]
 
@@ -39,10 +39,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs=2, default=[200, 2000])
     parser.add_argument("--crf", action="store_true")
+    parser.add_argument("--train-images", type=int, default=400, help="for the classifier")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wsss-memory-"))
-    train = [f"hydra.run.dir={work / 'train'}", "dataset.num_train=400", "dataset.num_eval=50",
-             "train.epochs=1"]  # fmt: skip
+    train = [f"hydra.run.dir={work / 'train'}", f"dataset.num_train={args.train_images}",
+             "dataset.num_eval=50", "train.epochs=1"]  # fmt: skip
     subprocess.run([sys.executable, "-m", "wsss.train", *train], cwd=work, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     checkpoint = work / "train" / "checkpoint.pt"

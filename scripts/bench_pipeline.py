@@ -23,16 +23,18 @@ from pathlib import Path
 import torch
 from _timing import interleaved  # scripts/, beside this file
 
-from wsss.cams import multiscale_cams, normalize_cams
-from wsss.config import default_cache_dir
-from wsss.crf import CRFSettings, refine_label_map
-from wsss.data import load_image, load_split, save_label_map
-from wsss.data.synthetic import SyntheticSpec, ensure_synthetic_dataset
+from wsss.cams import ClassifierCam
+from wsss.data import (
+    SyntheticSpec,
+    ensure_synthetic_dataset,
+    load_image,
+    load_split,
+    save_label_map,
+)
 from wsss.export import coco_annotations
-from wsss.io import write_json
-from wsss.masks import cam_to_label_map
+from wsss.io import default_cache_dir, write_json
+from wsss.masks import CRFSettings, MaskPredictor, ThresholdSettings, refine_label_map
 from wsss.models import load_checkpoint
-from wsss.pipeline import GenerateSettings, make_cam_method
 
 
 def main() -> None:
@@ -54,9 +56,8 @@ def main() -> None:
     spec = SyntheticSpec(num_train=0, num_eval=args.images, image_size=args.size, seed=5)
     root = ensure_synthetic_dataset(default_cache_dir() / "datasets", spec)
     samples = load_split(root, "eval.csv").samples
-    settings = GenerateSettings()
-    method = make_cam_method(model, settings)
-    crf = CRFSettings()
+    # The stages of MaskPredictor.predict, timed one by one (generate_masks's defaults).
+    predictor = MaskPredictor(model, ClassifierCam(), ThresholdSettings(), CRFSettings())
     out = Path(tempfile.mkdtemp(prefix="wsss-bench-"))
 
     images = [load_image(s.image_path) for s in samples]
@@ -68,17 +69,15 @@ def main() -> None:
 
     def cam():
         for i, (sample, image) in enumerate(zip(samples, images, strict=True)):
-            x = torch.from_numpy(image).permute(2, 0, 1)[None].to(args.device).float() / 255
-            maps = multiscale_cams(method, x, [list(sample.labels)], settings.scales, True)[0]
-            cams[i] = normalize_cams(maps).float().cpu().numpy()
+            cams[i] = predictor.maps([image], [sample.labels])[0]
 
     def threshold():
         for i, sample in enumerate(samples):
-            label_maps[i] = cam_to_label_map(cams[i], sample.labels, settings.bg_threshold)
+            label_maps[i] = predictor.mask.label_map(cams[i], sample.labels)
 
     def refine():
         for image, maps, sample in zip(images, cams, samples, strict=True):
-            refine_label_map(image, maps, sample.labels, crf)
+            refine_label_map(image, maps, sample.labels, predictor.crf)
 
     def export():
         for i, sample in enumerate(samples):

@@ -22,12 +22,12 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-
-from wsss import _cli
-from wsss.config import config_dir, register_configs
-from wsss.generate_masks import crf_settings, generate_settings
-from wsss.pipeline import generate_pseudo_masks
+from wsss.cams import method_settings
+from wsss.cli.common import classifier_for, compose_config, load_split
+from wsss.data.screen import BadImages
+from wsss.devices import resolve_device
+from wsss.engine.generation import generate_pseudo_masks
+from wsss.masks import MaskPredictor
 
 DEFAULT_METHODS = "cam,gradcam,gradcampp,xgradcam,layercam,hirescam"
 
@@ -39,31 +39,34 @@ def main() -> None:
     parser.add_argument("--override", action="append", default=[], help="Hydra override")
     args = parser.parse_args()
 
-    register_configs()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose(config_name="generate_masks", overrides=args.override)
-    device = _cli.resolve_device(cfg.device)
-    split = _cli.load_split(cfg, cfg.split)
+    config = compose_config("generate_masks", args.override)
+    crf_base = compose_config("generate_masks", ["crf=dense", *args.override]).crf
+    device = resolve_device(config.device)
+    split = load_split(config, config.split)
     if args.limit:
         split = replace(split, samples=split.samples[: args.limit])
-    classifier, checkpoint, _ = _cli.classifier_for(cfg, device)
-    base = generate_settings(cfg)
-    crf_base = crf_settings(compose_crf(args.override))
+    classifier, checkpoint, _ = classifier_for(config, device, BadImages())
+    cam = config.cam
     print(
         f"classifier {checkpoint} (val mAP {classifier.metrics.get('val_map', float('nan')):.4f})"
-        f"; {len(split)} {cfg.split} images; scales {list(base.scales)} + flip\n"
+        f"; {len(split)} {config.split} images; scales {list(cam.scales)} + flip\n"
     )
     print("| method | CRF | mIoU | uncertain | best mIoU without CRF (threshold) | s/img |")
     print("| --- | --- | --- | --- | --- | --- |")
+    export = replace(config.export, overlays=0)
     for entry in args.methods.split(","):
         entry, _, mode = entry.partition("+")
         name, _, top = entry.partition(":")
-        crf = replace(crf_base, mode=mode) if mode else None
-        settings = replace(
-            base, method=name, top_channels=int(top) if top else None, overlays=0, crf=crf
+        options = {"top_channels": int(top)} if top else {}
+        settings = method_settings(
+            name, scales=cam.scales, flip=cam.flip, max_side=cam.max_side, **options
         )
+        crf = replace(crf_base, mode=mode) if mode else None
+        predictor = MaskPredictor(classifier.model, settings, config.mask, crf, device=device)
         with tempfile.TemporaryDirectory() as out:
-            result = generate_pseudo_masks(classifier.model, split, Path(out), settings, device)
+            result = generate_pseudo_masks(
+                predictor, split, Path(out), export, batch_size=config.batch_size
+            )
         best_t, best_m = result.sweep.best
         label = f"{name} (top {top} channels)" if top else name
         print(
@@ -72,12 +75,6 @@ def main() -> None:
             f"{result.seconds / result.num_images:.3f} |",
             flush=True,
         )
-
-
-def compose_crf(overrides: list[str]):
-    """The ``crf=dense`` config with the command line's crf overrides applied."""
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return compose(config_name="generate_masks", overrides=["crf=dense", *overrides])
 
 
 if __name__ == "__main__":

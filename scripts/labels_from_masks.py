@@ -17,15 +17,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from wsss.data import VOC_CLASSES, load_label_map
 from wsss.data.folder import read_class_names, write_labels_csv
-from wsss.data.images import load_label_map
 from wsss.errors import DataError
-
-VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
-)  # fmt: skip
 
 
 def labels_from_masks(

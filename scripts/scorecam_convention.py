@@ -8,6 +8,8 @@ by pytorch-grad-cam's own code. About 3 minutes on 2 CPU cores; needs ``pip inst
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -16,31 +18,37 @@ from pytorch_grad_cam import ScoreCAM
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-import wsss.cams.compute as compute
+import wsss.cams.engines as engines
+from wsss.cams import compute_cams
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="resnet50", help="a torchvision ResNet")
+    parser.add_argument("--size", type=int, default=224)
+    args = parser.parse_args()
     torch.manual_seed(0)
-    model = torchvision.models.resnet50().eval()
-    image = torch.rand(1, 3, 224, 224)
+    model = torchvision.models.get_model(args.arch).eval()
+    size = args.size
+    image = torch.rand(1, 3, size, size)
     with ScoreCAM(model=model, target_layers=[model.layer4]) as cam:
         cam.batch_size = 16
         reference = cam(input_tensor=image, targets=[ClassifierOutputTarget(5)])
     interpolate = F.interpolate
     try:
         for align in (False, True):
-            compute.F.interpolate = lambda *a, align=align, **k: interpolate(
+            engines.F.interpolate = lambda *a, align=align, **k: interpolate(
                 *a, **{**k, "align_corners": align}
             )
-            ours = compute.compute_cams(model, image, [[5]], "scorecam", model.layer4)
-            scaled = scale_cam_image(scale_cam_image(ours[0].numpy(), (224, 224)))
+            ours = compute_cams(model, image, [[5]], "scorecam", model.layer4)
+            scaled = scale_cam_image(scale_cam_image(ours[0].numpy(), (size, size)))
             label = "wsss (authors' code)" if not align else "pytorch-grad-cam's"
             print(
                 f"align_corners={align} ({label} convention): max |diff| "
                 f"{np.abs(scaled - reference).max():.2e}"
             )
     finally:
-        compute.F.interpolate = interpolate
+        engines.F.interpolate = interpolate
 
 
 if __name__ == "__main__":

@@ -15,15 +15,15 @@ import argparse
 import itertools
 from dataclasses import replace
 
-from hydra import compose, initialize_config_dir
 from tqdm import tqdm
 
-from wsss import _cli
-from wsss.config import config_dir, register_configs
-from wsss.crf import ordered_map, refine_or_fail
-from wsss.evaluation import ConfusionMatrix
-from wsss.generate_masks import generate_settings
-from wsss.pipeline import image_maps, make_cam_method
+from wsss.cli.common import classifier_for, compose_config, load_split
+from wsss.data.screen import BadImages
+from wsss.devices import resolve_device
+from wsss.engine.generation import predictions
+from wsss.engine.parallel import ordered_map
+from wsss.masks import MaskPredictor, refine_or_fail
+from wsss.metrics import ConfusionMatrix
 
 GRIDS = {
     "label": {
@@ -53,19 +53,16 @@ def main() -> None:
     parser.add_argument("--override", action="append", default=[], help="Hydra override")
     args = parser.parse_args()
 
-    register_configs()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        cfg = compose(config_name="generate_masks", overrides=["crf=dense", *args.override])
-    device = _cli.resolve_device(cfg.device)
-    split = _cli.load_split(cfg, args.split)
+    config = compose_config("generate_masks", ["crf=dense", *args.override])
+    device = resolve_device(config.device)
+    split = load_split(config, args.split)
     split = replace(split, samples=split.samples[: args.limit])
-    classifier, checkpoint, _ = _cli.classifier_for(cfg, device)
-    settings = generate_settings(cfg)
-    base = replace(settings.crf, mode=args.mode)
-    method = make_cam_method(classifier.model.eval(), settings)
-    records = list(
+    classifier, checkpoint, _ = classifier_for(config, device, BadImages())
+    base = replace(config.crf, mode=args.mode)
+    predictor = MaskPredictor(classifier.model, config.cam, config.mask, device=device)
+    items = list(
         tqdm(
-            image_maps(split.samples, method, settings, device),
+            predictions(predictor, split.samples, config.batch_size),
             total=len(split),
             desc="maps",
             unit="img",
@@ -75,10 +72,12 @@ def main() -> None:
     num_labels = len(split.class_names) + 1
 
     raw = ConfusionMatrix(num_labels)
-    for record, truth in zip(records, truths, strict=True):
-        raw.update(record.label_map, truth)
-    print(f"\n{settings.method} maps of {len(split)} {args.split} images, checkpoint {checkpoint}")
-    print(f"no CRF (threshold {settings.bg_threshold}): mIoU {raw.miou:.4f}\n")
+    for item, truth in zip(items, truths, strict=True):
+        raw.update(item.prediction.label_map, truth)
+    print(
+        f"\n{config.cam.method} maps of {len(split)} {args.split} images, checkpoint {checkpoint}"
+    )
+    print(f"no CRF (threshold {config.mask.bg_threshold}): mIoU {raw.miou:.4f}\n")
 
     grid = GRIDS[args.mode] if args.grid == "full" else {}
     candidates = [
@@ -88,7 +87,7 @@ def main() -> None:
     rows = []
     for crf in tqdm(candidates, desc=f"{args.mode} grid", unit="setting"):
         confusion = ConfusionMatrix(num_labels)
-        jobs = ((r.image, r.cams, split.samples[r.index].labels, crf) for r in records)
+        jobs = ((i.image, i.prediction.cams, i.prediction.labels, crf) for i in items)
         for refined, truth in zip(
             ordered_map(refine_or_fail, jobs, args.workers), truths, strict=True
         ):

@@ -11,7 +11,8 @@ classifier):
     python scripts/upper_bound.py                      # the README's table (about 25 minutes)
     python scripts/upper_bound.py --epochs 2 -- dataset.num_train=200   # a quick look
 
-Everything after ``--`` is passed to every command (dataset, model, device overrides).
+Everything after ``--`` is passed to every command (dataset, device overrides); ``--generate``
+and ``--segmentation`` pass an override to one of them (``--generate model=resnet18``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,15 @@ def main() -> None:
         choices=["masks", "coco"],
         help="read the pseudo-masks as label PNGs or through annotations.json",
     )
+    parser.add_argument(
+        "--generate", action="append", default=[], help="an override for generate_masks only"
+    )
+    parser.add_argument(
+        "--segmentation",
+        action="append",
+        default=[],
+        help="an override for train_segmentation only",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every command")
     args = parser.parse_args()
     out = args.out.resolve()
@@ -49,8 +59,8 @@ def main() -> None:
     for name, extra in pseudo.items():
         folder = out / f"pseudo_{name}"
         if not (folder / "summary.json").is_file():
-            run("wsss.generate_masks", *common, *extra, "split=train", "export.overlays=0",
-                f"hydra.run.dir={folder}")  # fmt: skip
+            run("wsss.generate_masks", *common, *args.generate, *extra, "split=train",
+                "export.overlays=0", f"hydra.run.dir={folder}")  # fmt: skip
 
     rows = []
     trainings = {
@@ -64,8 +74,8 @@ def main() -> None:
     for label, extra in trainings.items():
         folder = out / ("seg_" + label.split()[0].strip("()"))
         start = time.perf_counter()
-        run("wsss.train_segmentation", *common, *extra, f"segmentation.epochs={args.epochs}",
-            f"hydra.run.dir={folder}")  # fmt: skip
+        run("wsss.train_segmentation", *common, *args.segmentation, *extra,
+            f"segmentation.epochs={args.epochs}", f"hydra.run.dir={folder}")  # fmt: skip
         metrics = json.loads((folder / "metrics.json").read_text())
         rows.append((label, metrics["eval"]["miou"], time.perf_counter() - start))
 

@@ -83,7 +83,7 @@ def test_gradient_methods_match_naive_autograd(net, method):
 
 def test_score_cam_matches_a_per_channel_loop(net):
     maps = compute_cams(
-        net, IMAGES, TARGETS, method="scorecam", target_layer=net.target, batch_size=3
+        net, IMAGES, TARGETS, method="scorecam", target_layer=net.target, score_batch_size=3
     )
     with torch.no_grad():
         baseline = net(torch.zeros_like(IMAGES[:1]))[0]

@@ -5,18 +5,18 @@ import sys
 import numpy as np
 import pytest
 
-from wsss.crf import (
+from wsss.engine.parallel import ordered_map
+from wsss.errors import MissingDependencyError
+from wsss.masks import IGNORE, cam_to_label_map
+from wsss.masks.crf import (
     PYDENSECRF_HELP,
     CRFFailure,
     CRFSettings,
     dense_crf,
     import_pydensecrf,
-    ordered_map,
     refine_label_map,
     refine_or_fail,
 )
-from wsss.errors import MissingDependencyError
-from wsss.masks import IGNORE, cam_to_label_map
 
 pytest.importorskip("pydensecrf.densecrf", reason=PYDENSECRF_HELP)
 

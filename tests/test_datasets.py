@@ -10,12 +10,16 @@ import torch
 from formats import COCO_IDS
 from PIL import Image
 
+from wsss.cams import ClassifierCam
 from wsss.data import load_coco_split, load_split, load_voc_split
 from wsss.data.screen import BadImages, sample_problem
+from wsss.data.screen import BadImages as Policy
 from wsss.data.voc import VOC_CLASSES
+from wsss.engine.generation import generate_pseudo_masks
 from wsss.errors import DataError
+from wsss.export import ExportSettings
+from wsss.masks import MaskPredictor, ThresholdSettings
 from wsss.models import ModelSpec, create_classifier
-from wsss.pipeline import GenerateSettings, generate_pseudo_masks
 
 
 def test_voc_labels_come_from_masks_with_borders_ignored(voc_root, tiny_dataset):
@@ -114,8 +118,10 @@ def test_export_keeps_coco_category_ids(coco_root, tmp_path):
         coco_root / "val2017", coco_root / "annotations" / "instances_val2017.json"
     )
     model = create_classifier(ModelSpec("smallcnn", backbone_kwargs={"width": 8}), 6)
-    settings = GenerateSettings(scales=(1.0,), flip=False, overlays=0, bg_threshold=0.0)
-    generate_pseudo_masks(model, split, tmp_path, settings)
+    predictor = MaskPredictor(
+        model, ClassifierCam(scales=[1.0], flip=False), ThresholdSettings(0.0)
+    )
+    generate_pseudo_masks(predictor, split, tmp_path, ExportSettings(overlays=0))
     coco = json.loads((tmp_path / "annotations.json").read_text())
     assert [c["id"] for c in coco["categories"]] == list(COCO_IDS)
     assert {a["category_id"] for a in coco["annotations"]} <= set(COCO_IDS)
@@ -176,12 +182,12 @@ def test_truncated_jpeg_found_while_decoding_is_skipped_and_recorded(tmp_path, t
     split = load_split(tmp_path, "split.csv")
     assert sample_problem(split.samples[1]) is None
     model = create_classifier(ModelSpec("smallcnn", backbone_kwargs={"width": 8}), 6)
-    settings = GenerateSettings(scales=(1.0,), flip=False, overlays=0)
+    predictor = MaskPredictor(model, ClassifierCam(scales=[1.0], flip=False))
+    export = ExportSettings(overlays=0)
     with pytest.raises(DataError, match="truncated.*on_bad_image=skip"):
-        generate_pseudo_masks(model, split, tmp_path / "error", settings)
+        generate_pseudo_masks(predictor, split, tmp_path / "error", export)
     assert len(list((tmp_path / "error" / "masks").glob("*.png"))) == 1, "work before it is kept"
-    settings.on_bad_image = "skip"
-    result = generate_pseudo_masks(model, split, tmp_path / "skip", settings)
+    result = generate_pseudo_masks(predictor, split, tmp_path / "skip", export, bad=Policy("skip"))
     assert result.skipped == 1 and result.num_images == 3
     skipped = json.loads((tmp_path / "skip" / "skipped.json").read_text())
     assert skipped[0]["file"] == str(victim) and "truncated" in skipped[0]["reason"]
@@ -209,8 +215,9 @@ def test_unlabelled_images_are_labelled_by_the_classifier(tmp_path, tiny_dataset
         weight = model.get_classifier().weight
         weight.fill_(-50.0 / weight.shape[1])
         weight[2].fill_(50.0 / weight.shape[1])
-    settings = GenerateSettings(scales=(1.0,), flip=False, overlays=0, predict_labels=0.5)
-    result = generate_pseudo_masks(model, split, tmp_path / "out", settings)
+    cam = ClassifierCam(scales=[1.0], flip=False)
+    predictor = MaskPredictor(model, cam, label_threshold=0.5)
+    result = generate_pseudo_masks(predictor, split, tmp_path / "out", ExportSettings(overlays=0))
     assert result.predicted_labels == 2
     coco = json.loads((tmp_path / "out" / "annotations.json").read_text())
     predicted = [a for a in coco["annotations"] if a["image_id"] in (2, 3)]

@@ -8,9 +8,10 @@ import torch
 from PIL import Image
 
 from tests.test_cli import TINY, run
-from wsss import map_metrics
+from wsss.cams import GradientCam
 from wsss.data import load_image, load_label_map, load_split
-from wsss.explanation import ExplainItem, ExplainSettings, explain
+from wsss.engine.explanation import ExplainItem, ExplainSettings, explain
+from wsss.metrics import maps as map_metrics
 from wsss.models import ModelSpec, create_classifier
 
 
@@ -49,7 +50,7 @@ def test_faithfulness_metrics_by_hand():
 
 
 def test_shortcut_reasons_follow_the_rule():
-    from wsss.explanation import ExplainSettings, shortcut_reasons
+    from wsss.engine.explanation import ExplainSettings, shortcut_reasons
 
     settings = ExplainSettings()
     learned = {"energy_near": 0.8, "context_reliance": 0.1}
@@ -85,8 +86,9 @@ def test_explain_writes_figures_json_and_a_report(tiny_dataset, tmp_path):
         ExplainItem(s.image_id, load_image(s.image_path), s.labels, load_label_map(s.mask_path))
         for s in split.samples[:4]
     ]
-    settings = ExplainSettings(top_k=3, extra_classes=(5,), figures=2, deletion_steps=4)
-    summary = explain(model, items, split.class_names, tmp_path, settings)
+    settings = ExplainSettings(top_k=3, classes=["boat"], figures=2, deletion_steps=4)
+    cam = GradientCam(scales=[1.0], flip=False)
+    summary = explain(model, items, split.class_names, tmp_path, cam, settings)
     saved = json.loads((tmp_path / "explain.json").read_text())
     assert saved["images"] == 4 and len(saved["per_image"]) == 4
     first = saved["per_image"][0]

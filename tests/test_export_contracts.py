@@ -14,11 +14,13 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from scipy import ndimage
 
+from wsss.cams import ClassifierCam
 from wsss.data import load_split
 from wsss.data.images import voc_palette
-from wsss.export import mask_to_polygons
+from wsss.engine.generation import generate_pseudo_masks
+from wsss.export import ExportSettings, mask_to_polygons
+from wsss.masks import MaskPredictor
 from wsss.models import ModelSpec, create_classifier
-from wsss.pipeline import GenerateSettings, generate_pseudo_masks
 
 
 def _polygon_mask(polygons, height, width) -> np.ndarray:
@@ -58,8 +60,8 @@ def generated(tiny_dataset, tmp_path_factory):
         "components": {"instances": "component"},
     }.items():
         out = tmp_path_factory.mktemp(name)
-        settings = GenerateSettings(scales=(1.0,), flip=False, overlays=0, **extra)
-        generate_pseudo_masks(model, split, out, settings)
+        predictor = MaskPredictor(model, ClassifierCam(scales=[1.0], flip=False))
+        generate_pseudo_masks(predictor, split, out, ExportSettings(overlays=0, **extra))
         runs[name] = out
     return split, runs
 

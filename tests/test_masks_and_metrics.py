@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from wsss.evaluation import ConfusionMatrix, ThresholdSweep, average_precision
 from wsss.masks import IGNORE, cam_to_label_map
+from wsss.metrics import ConfusionMatrix, ThresholdSweep, average_precision
 
 
 def test_label_map_threshold_and_argmax():

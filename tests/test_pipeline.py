@@ -8,9 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
+from wsss.cams import ClassifierCam, method_settings
 from wsss.data import load_label_map, load_split
+from wsss.engine.generation import generate_pseudo_masks
+from wsss.export import ExportSettings
+from wsss.io import output_path
+from wsss.masks import MaskPredictor
 from wsss.models import ModelSpec, create_classifier
-from wsss.pipeline import GenerateSettings, generate_pseudo_masks, output_path
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +23,9 @@ def generated(tiny_dataset, tmp_path_factory):
     model = create_classifier(ModelSpec("smallcnn", None, {"width": 8}), 6)
     split = load_split(tiny_dataset, "eval.csv")
     out = tmp_path_factory.mktemp("run")
-    settings = GenerateSettings(scales=(1.0, 0.5), overlays=4, save_cams=True, batch_size=5)
-    result = generate_pseudo_masks(model, split, out, settings)
+    predictor = MaskPredictor(model, ClassifierCam(scales=[1.0, 0.5]))
+    export = ExportSettings(overlays=4, save_cams=True)
+    result = generate_pseudo_masks(predictor, split, out, export, batch_size=5)
     return split, out, result
 
 
@@ -111,8 +116,9 @@ def test_every_method_runs_through_the_pipeline(tiny_dataset, tmp_path, method):
     model = create_classifier(ModelSpec("smallcnn", None, {"width": 4}), 6)
     split = load_split(tiny_dataset, "eval.csv")
     split = dataclasses.replace(split, samples=split.samples[:3])
-    settings = GenerateSettings(method=method, scales=(1.0, 0.5), overlays=0, save_cams=True)
-    result = generate_pseudo_masks(model, split, tmp_path, settings)
+    predictor = MaskPredictor(model, method_settings(method, scales=[1.0, 0.5]))
+    export = ExportSettings(overlays=0, save_cams=True)
+    result = generate_pseudo_masks(predictor, split, tmp_path, export)
     assert result.num_images == 3
     for sample in split.samples:
         with np.load(tmp_path / "cams" / f"{sample.image_id}.npz") as data:
@@ -123,17 +129,17 @@ def test_every_method_runs_through_the_pipeline(tiny_dataset, tmp_path, method):
 
 def test_crf_in_two_workers_matches_one_and_is_scored_against_the_raw_masks(tiny_dataset, tmp_path):
     pytest.importorskip("pydensecrf.densecrf")
-    from wsss.crf import CRFSettings
+    from wsss.masks import CRFSettings
 
     torch.manual_seed(0)
     model = create_classifier(ModelSpec("smallcnn", None, {"width": 4}), 6)
     split = load_split(tiny_dataset, "eval.csv")
     results = {}
     for workers in (1, 2):
-        settings = GenerateSettings(
-            scales=(1.0,), overlays=0, crf=CRFSettings(mode="label"), crf_workers=workers
-        )
-        results[workers] = generate_pseudo_masks(model, split, tmp_path / str(workers), settings)
+        crf = CRFSettings(mode="label", workers=workers)
+        predictor = MaskPredictor(model, ClassifierCam(scales=[1.0]), crf=crf)
+        out = tmp_path / str(workers)
+        results[workers] = generate_pseudo_masks(predictor, split, out, ExportSettings(overlays=0))
     for sample in split.samples:
         one = (tmp_path / "1" / "masks" / f"{sample.image_id}.png").read_bytes()
         assert one == (tmp_path / "2" / "masks" / f"{sample.image_id}.png").read_bytes()
@@ -147,10 +153,10 @@ def test_crf_in_two_workers_matches_one_and_is_scored_against_the_raw_masks(tiny
 
 def test_a_crf_failure_keeps_the_raw_mask_and_the_run_going(tiny_dataset, tmp_path, monkeypatch):
     pytest.importorskip("pydensecrf.densecrf")
-    import wsss.crf
-    from wsss.crf import CRFSettings
+    import wsss.masks.crf
+    from wsss.masks import CRFSettings
 
-    real = wsss.crf.refine_label_map
+    real = wsss.masks.crf.refine_label_map
     calls = []
 
     def flaky(image, cams, classes, settings):
@@ -159,11 +165,12 @@ def test_a_crf_failure_keeps_the_raw_mask_and_the_run_going(tiny_dataset, tmp_pa
             raise RuntimeError("boom")
         return real(image, cams, classes, settings)
 
-    monkeypatch.setattr(wsss.crf, "refine_label_map", flaky)
+    monkeypatch.setattr(wsss.masks.crf, "refine_label_map", flaky)
     model = create_classifier(ModelSpec("smallcnn", None, {"width": 4}), 6)
     split = load_split(tiny_dataset, "eval.csv")
-    settings = GenerateSettings(scales=(1.0,), overlays=0, crf=CRFSettings(), crf_workers=1)
-    result = generate_pseudo_masks(model, split, tmp_path, settings)
+    crf = CRFSettings(workers=1)
+    predictor = MaskPredictor(model, ClassifierCam(scales=[1.0]), crf=crf)
+    result = generate_pseudo_masks(predictor, split, tmp_path, ExportSettings(overlays=0))
     assert result.num_images == len(split) and result.crf_failures == 1
     failures = json.loads((tmp_path / "crf_failures.json").read_text())
     assert failures[0]["image"].endswith(f"{split.samples[1].image_id}.png")

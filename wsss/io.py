@@ -58,3 +58,9 @@ def output_path(out_dir: Path, folder: str, image_id: str, suffix: str, create=F
     if create:
         path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def default_cache_dir() -> Path:
+    """Where generated datasets and demo classifiers are cached: ``$WSSS_CACHE``, else
+    ``~/.cache/wsss`` (the commands' ``cache_dir`` default)."""
+    return Path(os.environ.get("WSSS_CACHE", Path.home() / ".cache" / "wsss")).expanduser()

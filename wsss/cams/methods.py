@@ -1,22 +1,162 @@
-"""How each method of the CAM family turns activations (and gradients or scores) into maps.
+"""The CAM family: one settings class per method (the ``cam`` config group), in
+:data:`CAM_METHODS`, and the formulas that weight the channels.
 
 Notation: ``A`` is one image's activation at the target layer, (C, h, w); ``G`` holds the
 gradients of the n target class scores (before any softmax) with respect to ``A``, (n, C, h, w).
-Each function returns the n maps *before* the final ReLU, at the layer's resolution.
+Each formula returns the n maps *before* the final ReLU, at the layer's resolution.
+
+Adding a method is one class (or, for a gradient method, one formula decorated with
+:func:`gradient_method`) plus one YAML file in ``conf/cam/``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 import torch
+from omegaconf import MISSING
+from torch import nn
+
+from wsss.cams._capture import preserved_modes, resolve_layer
+from wsss.cams.engines import (
+    GradientFormula,
+    class_activation_maps,
+    gradient_cams,
+    score_cams,
+)
+from wsss.errors import ConfigError
+from wsss.registry import Registry
+
+CAM_METHODS: Registry[type[CamSettings]] = Registry("CAM method")
+"""CAM methods by name. An entry is a dataclass deriving from :class:`CamSettings`; its extra
+fields are the method's own options, and its :meth:`~CamSettings.maps` computes raw maps."""
 
 
+@dataclass
+class CamSettings:
+    """Which maps, at which working resolution, with which test-time augmentation.
+
+    ``scales`` and ``flip``: maps are summed over these input scales and their mirror images
+    (:func:`~wsss.cams.multiscale_cams`). ``target_layer``: dotted name of the feature layer
+    (None: the classifier's backbone). ``max_side``: the working resolution: an image whose long
+    side is larger is shrunk to this many pixels (at scale 1.0) before any map is computed, and
+    its maps are upsampled back to its size; smaller images keep theirs (None: every image at its
+    own size).
+    """
+
+    method: str = MISSING
+    scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 1.5, 2.0])
+    flip: bool = True
+    target_layer: str | None = None
+    max_side: int | None = None
+
+    #: whether the method reads a target layer (CAM reads the classifier weights instead)
+    needs_layer: ClassVar[bool] = True
+
+    def validate(self) -> None:
+        registered = CAM_METHODS.get(self.method)
+        if type(self) is not registered:
+            raise ConfigError(
+                f"cam.method={self.method!r} does not go with {type(self).__name__} settings; "
+                f"choose the method with cam={self.method}"
+            )
+        if not self.scales or any(s <= 0 for s in self.scales):
+            raise ConfigError(f"cam.scales must be positive, got {list(self.scales)}")
+        if self.max_side is not None and self.max_side < 16:
+            raise ConfigError(f"cam.max_side must be >= 16 pixels, got {self.max_side}")
+
+    def options(self) -> dict[str, Any]:
+        """The method's own options: the fields its class adds to :class:`CamSettings`."""
+        base = {f.name for f in fields(CamSettings)}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in base}
+
+    def maps(
+        self,
+        model: nn.Module,
+        images: torch.Tensor,
+        targets: Sequence[Sequence[int]],
+        layer: nn.Module | None,
+    ) -> list[torch.Tensor]:
+        """Raw maps (after ReLU, at the layer's resolution), one (len(targets[i]), h, w)
+        tensor per image. ``model`` is in eval mode; ``layer`` is resolved."""
+        raise NotImplementedError
+
+    def compute(
+        self,
+        model: nn.Module,
+        images: torch.Tensor,
+        targets: Sequence[Sequence[int]],
+        target_layer: nn.Module | str | None = None,
+    ) -> list[torch.Tensor]:
+        """:meth:`maps` with the checks and guarantees of :func:`~wsss.cams.compute_cams`
+        (``target_layer`` overrides :attr:`target_layer`)."""
+        if images.ndim != 4:
+            raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
+        layer = None
+        if self.needs_layer:
+            spec = target_layer if target_layer is not None else self.target_layer
+            if spec is None:
+                if not isinstance(getattr(model, "backbone", None), nn.Module):
+                    raise ValueError(f"method {self.method!r} needs target_layer= for this model")
+                spec = model.backbone
+            layer = resolve_layer(model, spec)
+        with preserved_modes(model):
+            return self.maps(model, images, targets, layer)
+
+    def bind(self, model: nn.Module) -> Callable[[torch.Tensor, Sequence[Sequence[int]]], list]:
+        """``f(images, targets) -> maps`` for ``model``: the form
+        :func:`~wsss.cams.multiscale_cams` takes."""
+        layer = resolve_layer(model, self.target_layer) if self.target_layer else None
+        return lambda images, targets: self.compute(model, images, targets, layer)
+
+
+@CAM_METHODS.register("cam")
+@dataclass
+class ClassifierCam(CamSettings):
+    """CAM (Zhou et al.): the classifier weights of class c applied to the final feature map,
+    ``M_c = ReLU(sum_k w_k^c f_k)``. Needs a GAP + linear head (a wsss CAMClassifier)."""
+
+    method: str = "cam"
+    needs_layer: ClassVar[bool] = False
+
+    def maps(self, model, images, targets, layer):
+        return class_activation_maps(model, images, targets)
+
+
+GRADIENT_FORMULAS: dict[str, GradientFormula] = {}
+
+
+@dataclass
+class GradientCam(CamSettings):
+    """The gradient methods: channel (or position) weights from the gradient of the class score
+    at the target layer. The formula is chosen by ``method`` (see :data:`GRADIENT_FORMULAS`)."""
+
+    method: str = "gradcam"
+
+    def maps(self, model, images, targets, layer):
+        return gradient_cams(model, images, targets, layer, GRADIENT_FORMULAS[self.method])
+
+
+def gradient_method(name: str) -> Callable[[GradientFormula], GradientFormula]:
+    """Decorator: make formula ``f(A, G)`` the gradient CAM method ``name``."""
+
+    def decorator(formula: GradientFormula) -> GradientFormula:
+        GRADIENT_FORMULAS[name] = formula
+        CAM_METHODS.register(name)(GradientCam)
+        return formula
+
+    return decorator
+
+
+@gradient_method("gradcam")
 def gradcam(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al.): alpha_k = spatial mean of dy/dA^k; map = sum_k alpha_k A^k."""
     return torch.einsum("nc,chw->nhw", G.mean(dim=(2, 3)), A)
 
 
+@gradient_method("gradcampp")
 def gradcampp(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     """Grad-CAM++ (Chattopadhay et al.), closed form for an exponential output.
 
@@ -31,6 +171,7 @@ def gradcampp(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nc,chw->nhw", weights, A)
 
 
+@gradient_method("xgradcam")
 def xgradcam(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     """XGrad-CAM (Fu et al.): w_k = sum_ij (A_ij / sum_ab A_ab) g_ij (0 for an all-zero map)."""
     total = A.sum(dim=(1, 2))
@@ -40,22 +181,36 @@ def xgradcam(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nc,chw->nhw", weights, A)
 
 
+@gradient_method("layercam")
 def layercam(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     """LayerCAM (Jiang et al.): map = sum_k relu(g^k) * A^k, position by position."""
     return (torch.relu(G) * A[None]).sum(dim=1)
 
 
+@gradient_method("hirescam")
 def hirescam(A: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     """HiResCAM (Draelos & Carin): map = sum_k g^k * A^k, position by position."""
     return (G * A[None]).sum(dim=1)
 
 
-GradientCombiner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+@CAM_METHODS.register("scorecam")
+@dataclass
+class ScoreCam(CamSettings):
+    """Score-CAM (Wang et al.): channel weights = softmax over channels of the class logit of
+    the image masked by each (upsampled, min-max normalised) activation map.
 
-GRADIENT_METHODS: dict[str, GradientCombiner] = {
-    "gradcam": gradcam,
-    "gradcampp": gradcampp,
-    "xgradcam": xgradcam,
-    "layercam": layercam,
-    "hirescam": hirescam,
-}
+    ``score_batch_size``: masked images per forward pass; ``top_channels``: score only the N
+    most active channels (a faster approximation; None: all).
+    """
+
+    method: str = "scorecam"
+    score_batch_size: int = 16
+    top_channels: int | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        if self.score_batch_size < 1 or (self.top_channels is not None and self.top_channels < 1):
+            raise ConfigError("cam.score_batch_size and cam.top_channels must be >= 1")
+
+    def maps(self, model, images, targets, layer):
+        return score_cams(model, images, targets, layer, self.score_batch_size, self.top_channels)

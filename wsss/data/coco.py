@@ -15,12 +15,16 @@ import logging
 import os
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from omegaconf import MISSING
 
-from wsss.data.folder import LabelledSplit, Sample, safe_relative
-from wsss.errors import DataError
+from wsss.data.datasets import DATASETS, DatasetSettings
+from wsss.data.folder import safe_relative
+from wsss.data.split import LabelledSplit, Sample
+from wsss.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -172,3 +176,45 @@ def load_coco_split(images: str | os.PathLike, annotations: str | os.PathLike) -
         category_ids=tuple(c["id"] for c in categories),
         paint_ground_truth=CocoGroundTruth(dict(instances), sizes),
     )
+
+
+@dataclass
+class CocoSplit:
+    """One split of a COCO dataset: both paths relative to the dataset's ``root`` (or
+    absolute)."""
+
+    images: str = MISSING
+    annotations: str = MISSING
+
+
+@DATASETS.register("coco")
+@dataclass
+class CocoDataset(DatasetSettings):
+    """MS-COCO, or any COCO-format instances file (``dataset=coco``)."""
+
+    name: str = "coco"
+    #: the COCO folder; split paths are relative to it
+    root: str | None = None
+    #: one images folder + instances file used for every split (overrides ``splits``)
+    images: str | None = None
+    annotations: str | None = None
+    splits: dict[str, CocoSplit] = field(
+        default_factory=lambda: {
+            "train": CocoSplit("train2017", "annotations/instances_train2017.json"),
+            "eval": CocoSplit("val2017", "annotations/instances_val2017.json"),
+        }
+    )
+
+    def load(self, split, *, cache_dir=None, allow_unlabelled=False) -> LabelledSplit:
+        if self.images or self.annotations:
+            if not (self.images and self.annotations):
+                raise ConfigError("dataset.images and dataset.annotations must be given together")
+            return load_coco_split(self.images, self.annotations)
+        if not self.root:
+            raise ConfigError(
+                "dataset=coco needs dataset.root=<COCO folder> or dataset.images=<folder> "
+                "dataset.annotations=<instances json>"
+            )
+        root = Path(self.root).expanduser()
+        paths = self.split_entry(split)
+        return load_coco_split(root / paths.images, root / paths.annotations)

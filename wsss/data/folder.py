@@ -18,84 +18,14 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
-import numpy as np
+from omegaconf import MISSING
 
-from wsss.data.images import load_label_map
+from wsss.data.datasets import DATASETS, DatasetSettings
+from wsss.data.split import LabelledSplit, Sample
 from wsss.errors import DataError
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One image of a split.
-
-    ``file_name`` is the file path relative to the images folder (POSIX separators); ``image_id``
-    is the same without its suffix and names every output written for the image. ``labels`` are
-    0-based class indices, sorted (empty: to be predicted). ``size`` is the (height, width) the
-    annotations expect, where the format records it (COCO).
-    """
-
-    image_id: str
-    file_name: str
-    image_path: Path
-    labels: tuple[int, ...]
-    mask_path: Path | None
-    size: tuple[int, int] | None = None
-
-
-@dataclass(frozen=True)
-class LabelledSplit:
-    """The samples of one split plus the class names (index i is class id i + 1 in masks).
-
-    Ground truth comes from each sample's ``mask_path`` or, for formats that store instances
-    rather than label images (COCO), from ``paint_ground_truth(sample) -> (H, W) uint8``.
-    ``category_ids`` are the ids exported to COCO files for the classes (default 1..K); a COCO
-    source keeps its own.
-    """
-
-    class_names: tuple[str, ...]
-    samples: tuple[Sample, ...]
-    root: Path
-    images_dir: str = "images"
-    category_ids: tuple[int, ...] | None = None
-    paint_ground_truth: Callable[[Sample], np.ndarray] | None = None
-
-    @property
-    def images_root(self) -> Path:
-        return self.root / self.images_dir
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    @property
-    def has_masks(self) -> bool:
-        if not self.samples:
-            return False
-        return self.paint_ground_truth is not None or all(
-            s.mask_path is not None for s in self.samples
-        )
-
-    @property
-    def coco_category_ids(self) -> tuple[int, ...]:
-        return self.category_ids or tuple(range(1, len(self.class_names) + 1))
-
-    def ground_truth(self, sample: Sample, size: tuple[int, int] | None = None) -> np.ndarray:
-        """The (H, W) uint8 ground-truth label map of ``sample`` (0 background, 255 ignored);
-        ``size`` (height, width) is checked against it."""
-        if self.paint_ground_truth is not None:
-            label_map = self.paint_ground_truth(sample)
-            if size is not None and label_map.shape != tuple(size):
-                raise DataError(
-                    f"{sample.image_path}: annotations are for {label_map.shape[1]}x"
-                    f"{label_map.shape[0]} (WxH) but the image is {size[1]}x{size[0]}"
-                )
-            return label_map
-        if sample.mask_path is None:
-            raise DataError(f"{sample.image_path}: no ground-truth mask")
-        return load_label_map(sample.mask_path, size)
 
 
 def read_class_names(path: str | os.PathLike) -> tuple[str, ...]:
@@ -171,7 +101,7 @@ def load_split(
     in the labels file. Masks are used when ``root/<masks_dir>/<id>.png`` exists for every image.
     The labels file is a CSV (``file,labels``), a JSON object ``{file: [names]}`` or a ``.txt``
     list of files without labels. An empty label set is an error unless ``allow_unlabelled``
-    (the classifier then labels those images, see ``GenerateSettings.predict_labels``).
+    (the classifier then labels those images, see ``predict_labels``).
     """
     root = Path(root)
     if not root.is_dir():
@@ -230,3 +160,30 @@ def write_labels_csv(path: str | os.PathLike, rows: list[tuple[str, list[str]]])
         writer.writerow(["file", "labels"])
         for file, names in rows:
             writer.writerow([file, ";".join(names)])
+
+
+@DATASETS.register("folder")
+@dataclass
+class FolderDataset(DatasetSettings):
+    """Your own data in the folder format (``dataset=folder``)."""
+
+    name: str = "folder"
+    root: str = MISSING
+    #: split name -> labels file (CSV, JSON or a .txt list) relative to ``root``
+    splits: dict[str, str] = field(
+        default_factory=lambda: {"train": "train.csv", "eval": "eval.csv"}
+    )
+    #: class names in id order; null: ``root/classes.txt``, else sorted names in the labels file
+    classes: list[str] | None = None
+    images_dir: str = "images"
+    masks_dir: str = "masks"
+
+    def load(self, split, *, cache_dir=None, allow_unlabelled=False) -> LabelledSplit:
+        return load_split(
+            Path(self.root).expanduser(),
+            self.split_entry(split),
+            class_names=tuple(self.classes) if self.classes else None,
+            images_dir=self.images_dir,
+            masks_dir=self.masks_dir,
+            allow_unlabelled=allow_unlabelled,
+        )

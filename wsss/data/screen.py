@@ -16,7 +16,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from wsss.data.folder import LabelledSplit, Sample
+from wsss.data.split import LabelledSplit, Sample
 from wsss.errors import ConfigError, DataError
 from wsss.io import write_json
 

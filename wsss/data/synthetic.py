@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +27,10 @@ from scipy import ndimage
 from skimage.draw import polygon as draw_polygon
 from tqdm import tqdm
 
-from wsss.data.folder import write_labels_csv
+from wsss.data.datasets import DATASETS, DatasetSettings
+from wsss.data.folder import load_split, write_labels_csv
 from wsss.data.images import save_label_map
+from wsss.data.split import LabelledSplit
 
 CLASS_NAMES = ("disc", "block", "triangle", "star", "cross", "boat")
 GENERATOR_VERSION = 1
@@ -355,3 +357,36 @@ def ensure_synthetic_dataset(cache_dir: str | os.PathLike, spec: SyntheticSpec) 
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+@DATASETS.register("synthetic")
+@dataclass
+class SyntheticDataset(DatasetSettings):
+    """The built-in synthetic dataset (``dataset=synthetic``, the demo's)."""
+
+    name: str = "synthetic"
+    #: where the generated dataset lives; null: ``<cache_dir>/datasets``
+    root: str | None = None
+    num_train: int = 1600
+    num_eval: int = 200
+    image_size: int = 128
+    seed: int = 0
+    splits: dict[str, str] = field(
+        default_factory=lambda: {"train": "train.csv", "eval": "eval.csv"}
+    )
+
+    def spec(self) -> SyntheticSpec:
+        return SyntheticSpec(self.num_train, self.num_eval, self.image_size, self.seed)
+
+    def folder(self, cache_dir: Path | None = None) -> Path:
+        """The dataset's folder, generated first if missing."""
+        if self.root:
+            base = Path(self.root).expanduser()
+        elif cache_dir is not None:
+            base = Path(cache_dir) / "datasets"
+        else:
+            raise ValueError("the synthetic dataset needs root= or a cache_dir")
+        return ensure_synthetic_dataset(base, self.spec())
+
+    def load(self, split, *, cache_dir=None, allow_unlabelled=False) -> LabelledSplit:
+        return load_split(self.folder(cache_dir), self.split_entry(split))

@@ -21,13 +21,17 @@ from __future__ import annotations
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+from omegaconf import MISSING
 from PIL import Image
 from tqdm import tqdm
 
-from wsss.data.folder import LabelledSplit, Sample, safe_relative
+from wsss.data.datasets import DATASETS, DatasetSettings
+from wsss.data.folder import safe_relative
+from wsss.data.split import LabelledSplit, Sample
 from wsss.errors import DataError
 
 VOC_CLASSES = (
@@ -129,3 +133,28 @@ def load_voc_split(
     if not all(s.mask_path is not None for s in samples):
         samples = [Sample(s.image_id, s.file_name, s.image_path, s.labels, None) for s in samples]
     return LabelledSplit(VOC_CLASSES, tuple(samples), root, images_dir)
+
+
+@DATASETS.register("voc")
+@dataclass
+class VocDataset(DatasetSettings):
+    """PASCAL VOC 2012, or SBD's train_aug with ``masks_dirs`` and a train_aug list
+    (``dataset=voc`` / ``dataset=voc_aug``)."""
+
+    name: str = "voc"
+    #: the VOC2012 folder (VOCdevkit/VOC2012), see data/README.md
+    root: str = MISSING
+    #: split name -> split list relative to ``root`` (ids, or DeepLab "image mask" lines)
+    splits: dict[str, str] = field(
+        default_factory=lambda: {
+            "train": "ImageSets/Segmentation/train.txt",
+            "eval": "ImageSets/Segmentation/val.txt",
+        }
+    )
+    #: folders searched in order for an image's mask (labels come from it, else from the XML)
+    masks_dirs: list[str] = field(default_factory=lambda: ["SegmentationClass"])
+
+    def load(self, split, *, cache_dir=None, allow_unlabelled=False) -> LabelledSplit:
+        return load_voc_split(
+            Path(self.root).expanduser(), self.split_entry(split), tuple(self.masks_dirs)
+        )

@@ -19,32 +19,24 @@ from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from wsss.errors import CheckpointError, ConfigError, MissingDependencyError
+from wsss.models.adapters import IMAGENET_MEAN, IMAGENET_STD
+from wsss.registry import Registry
 
 BackboneFactory = Callable[..., nn.Module]
-_REGISTRY: dict[str, BackboneFactory] = {}
 
+BACKBONES: Registry[BackboneFactory] = Registry("backbone")
+"""Backbone factories, by name (the contract is in this module's docstring)."""
 
-def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
-    """Decorator: make ``factory`` available as ``create_backbone(name, ...)``."""
-
-    def decorator(factory: BackboneFactory) -> BackboneFactory:
-        if name in _REGISTRY:
-            raise ValueError(f"backbone {name!r} is already registered")
-        _REGISTRY[name] = factory
-        return factory
-
-    return decorator
+register_backbone = BACKBONES.register
 
 
 def list_backbones() -> list[str]:
-    return sorted(_REGISTRY)
+    return BACKBONES.names()
 
 
 def create_backbone(name: str, pretrained: str | None = None, **kwargs) -> nn.Module:
     """Build a registered backbone and check that it honours the contract above."""
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown backbone {name!r}; available: {list_backbones()}")
-    module = _REGISTRY[name](pretrained=pretrained, **kwargs)
+    module = BACKBONES.get(name)(pretrained=pretrained, **kwargs)
     for attr in ("out_channels", "output_stride"):
         if not isinstance(getattr(module, attr, None), int):
             raise TypeError(f"backbone {name!r} does not define an int {attr!r}")
@@ -273,8 +265,8 @@ class TimmFeatures(nn.Module):
             raise ConfigError(f"model gives output stride {64 // size}, not {output_stride}")
         self.output_stride = output_stride
         cfg = getattr(model, "pretrained_cfg", {}) or {}
-        self.input_mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
-        self.input_std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+        self.input_mean = tuple(cfg.get("mean", IMAGENET_MEAN))
+        self.input_std = tuple(cfg.get("std", IMAGENET_STD))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.forward_features(x)

@@ -16,19 +16,21 @@ from torch import nn
 
 from wsss.errors import CheckpointError
 from wsss.io import atomic_path
+from wsss.models.adapters import IMAGENET_MEAN, IMAGENET_STD
 from wsss.models.backbones import create_backbone
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 CHECKPOINT_FORMAT = "wsss-classifier"
 CHECKPOINT_VERSION = 1
 
 
 @dataclass
 class ModelSpec:
-    """Everything needed to rebuild a classifier (stored in checkpoints).
+    """Everything needed to rebuild a classifier (the ``model`` config group; stored in
+    checkpoints).
 
-    ``backbone_kwargs`` go to the registered backbone factory (e.g. ``output_stride``).
+    ``backbone`` is a :data:`~wsss.models.BACKBONES` name; ``pretrained`` is None, a weight name
+    ("DEFAULT", "IMAGENET1K_V2", ...) or a state-dict path; ``backbone_kwargs`` go to the
+    backbone factory (e.g. ``output_stride``).
     """
 
     backbone: str = "smallcnn"

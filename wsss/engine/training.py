@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -18,19 +18,23 @@ from torchvision.transforms import ColorJitter
 from tqdm import tqdm
 
 from wsss import distributed
-from wsss.data.folder import LabelledSplit
 from wsss.data.images import load_image
 from wsss.data.screen import BadImages
+from wsss.data.split import LabelledSplit
+from wsss.devices import autocast_settings
 from wsss.errors import ConfigError, DataError
-from wsss.evaluation import average_precision
-from wsss.models.classifier import IMAGENET_MEAN, CAMClassifier
+from wsss.metrics.classification import average_precision
+from wsss.models.adapters import IMAGENET_MEAN
+from wsss.models.classifier import CAMClassifier
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainSettings:
-    """Optimisation and augmentation settings (the ``train`` config group)."""
+    """The classifier's training recipe: optimisation and augmentation (the ``train`` config
+    group). How it runs (device, mixed precision, data workers, seed) is given to
+    :func:`train_classifier` beside it."""
 
     epochs: int = 12
     batch_size: int = 32
@@ -43,15 +47,9 @@ class TrainSettings:
     #: the classifier layer learns this many times faster (IRN uses 10 with a pretrained backbone)
     head_lr_mult: float = 1.0
     crop_size: int = 128
-    scale_range: tuple[float, float] = (0.7, 1.3)
+    scale_range: list[float] = field(default_factory=lambda: [0.7, 1.3])
     hflip: bool = True
     color_jitter: float = 0.3
-    num_workers: int = 0
-    seed: int = 0
-    #: mixed precision (float16 on CUDA with loss scaling, bfloat16 on the CPU)
-    amp: bool = False
-    #: channels-last memory format on CUDA (faster convolutions with AMP)
-    channels_last: bool = True
 
     def validate(self) -> None:
         if self.optimizer not in ("sgd", "adamw"):
@@ -60,6 +58,8 @@ class TrainSettings:
             raise ConfigError(f"train.schedule must be 'poly' or 'cosine', got {self.schedule!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.crop_size < 16:
             raise ConfigError("train.epochs and train.batch_size must be >= 1, crop_size >= 16")
+        if len(self.scale_range) != 2:
+            raise ConfigError(f"train.scale_range must be [low, high], got {self.scale_range}")
         lo, hi = self.scale_range
         if not 0 < lo <= hi:
             raise ConfigError(f"train.scale_range must satisfy 0 < low <= high, got {lo, hi}")
@@ -169,8 +169,9 @@ def predict_scores(
     model: CAMClassifier,
     split: LabelledSplit,
     settings: TrainSettings,
-    device: torch.device,
+    device: torch.device | str = "cpu",
     bad: BadImages | None = None,
+    num_workers: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities (sigmoid) and multi-hot targets for every readable image of
     ``split`` (unreadable ones go to ``bad``; default: an error). Under torchrun each rank
@@ -181,9 +182,10 @@ def predict_scores(
     loader = DataLoader(
         Subset(ClassificationDataset(split, settings, train=False), indices),
         batch_size=settings.batch_size,
-        num_workers=settings.num_workers,
+        num_workers=num_workers,
         collate_fn=_usable_batch,
     )
+    device = torch.device(device)
     was_training = model.training
     model.eval()
     scores, targets = [], []
@@ -208,8 +210,16 @@ def train_classifier(
     settings: TrainSettings,
     device: torch.device | str = "cpu",
     bad: BadImages | None = None,
+    *,
+    amp: bool = False,
+    num_workers: int = 0,
+    seed: int = 0,
 ) -> dict[str, float]:
     """Train ``model`` in place; return the final metrics (``val_map`` when a val split is given).
+
+    ``amp``: mixed precision (float16 with loss scaling on CUDA, bfloat16 on the CPU); on CUDA
+    the model trains in channels-last memory format. ``num_workers``: DataLoader workers.
+    ``seed``: initial weights are the caller's; this seeds shuffling and augmentation.
 
     The validation mAP is logged after every epoch. An image that cannot be decoded goes to
     ``bad`` (default policy: an error naming it); with the "skip" policy its batch goes on
@@ -229,30 +239,31 @@ def train_classifier(
         raise ConfigError(
             f"train.batch_size {settings.batch_size} must be divisible by the {world} processes"
         )
-    torch.manual_seed(settings.seed)
-    random.seed(settings.seed + rank)  # augmentation differs per rank, the model does not
-    np.random.seed(settings.seed + rank)
+    torch.manual_seed(seed)
+    random.seed(seed + rank)  # augmentation differs per rank, the model does not
+    np.random.seed(seed + rank)
     dataset = ClassificationDataset(train_split, settings, train=True)
     per_rank = settings.batch_size // world
     drop_last = len(train_split) > settings.batch_size
     sampler = None
     if world > 1:
-        sampler = DistributedSampler(dataset, world, rank, True, settings.seed, drop_last)
+        sampler = DistributedSampler(dataset, world, rank, True, seed, drop_last)
     loader = DataLoader(
         dataset,
         batch_size=per_rank,
         shuffle=sampler is None,
         sampler=sampler,
         drop_last=drop_last,
-        num_workers=settings.num_workers,
+        num_workers=num_workers,
         worker_init_fn=_seed_worker,
-        generator=torch.Generator().manual_seed(settings.seed),
-        persistent_workers=settings.num_workers > 0,
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=num_workers > 0,
         pin_memory=device.type == "cuda",
         collate_fn=_usable_batch,
     )
     model.to(device).train()
-    if settings.channels_last and device.type == "cuda":
+    channels_last = device.type == "cuda"  # faster convolutions, with AMP above all
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     network: nn.Module = model
     if world > 1:
@@ -260,7 +271,7 @@ def train_classifier(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     optimizer = _make_optimizer(model, settings)
-    amp = autocast_settings(settings.amp, device)
+    amp = autocast_settings(amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp.get("dtype") == torch.float16)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     total, step = settings.epochs * len(loader), 0
@@ -290,7 +301,7 @@ def train_classifier(
                 loss = sum(p.sum() for p in network.parameters() if p.requires_grad) * 0.0
             else:
                 images = images.to(device, non_blocking=True)
-                if settings.channels_last and device.type == "cuda":
+                if channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, **amp):
                     logits = network(images)
@@ -309,7 +320,7 @@ def train_classifier(
             "train_loss": sum(r for r, _ in totals) / max(1, sum(n for _, n in totals)),
         }
         if val_split is not None:
-            scores, targets = predict_scores(model, val_split, settings, device, bad)
+            scores, targets = predict_scores(model, val_split, settings, device, bad, num_workers)
             metrics["val_map"] = average_precision(scores, targets).mean
         log.info(
             "epoch %d/%d  loss %.4f%s",
@@ -325,10 +336,3 @@ def train_classifier(
                     bad.skipped.append(entry)
     model.eval()
     return metrics
-
-
-def autocast_settings(amp: bool, device: torch.device) -> dict:
-    """``torch.autocast`` arguments: float16 on CUDA, bfloat16 on the CPU, or disabled."""
-    if not amp:
-        return {"enabled": False}
-    return {"enabled": True, "dtype": torch.float16 if device.type == "cuda" else torch.bfloat16}

@@ -1,4 +1,4 @@
-"""Exports that segmentation trainers read: COCO annotations (compressed RLE) and overlays.
+"""COCO annotations that instance and semantic trainers read: compressed RLE or polygons.
 
 Label PNGs are written by :func:`wsss.data.images.save_label_map` (VOC palette, raw values are
 class ids, 255 uncertain).
@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
 
-from wsss.io import atomic_path, write_json
-
-# --------------------------------------------------------------------------------------------
-# COCO
+from wsss.export.settings import INSTANCE_MODES
+from wsss.io import write_json
 
 
 def mask_to_rle(mask: np.ndarray) -> dict:
@@ -61,9 +57,6 @@ def mask_to_polygons(mask: np.ndarray, tolerance: float = 0.01) -> list[list[flo
     return polygons
 
 
-INSTANCE_MODES = ("class", "component")
-
-
 def coco_annotations(
     label_map: np.ndarray,
     cams: np.ndarray,
@@ -105,7 +98,10 @@ def coco_annotations(
                 rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
             else:
                 segmentation = rle = mask_to_rle(region)
-            score = probabilities[row] if probabilities else cams[row][region].mean()
+            if probabilities:
+                score = probabilities[row]
+            else:  # in float64, so a mean over millions of pixels keeps its 6 decimals
+                score = cams[row][region].mean(dtype=np.float64)
             annotations.append(
                 {
                     "image_id": image_id,
@@ -149,69 +145,3 @@ def write_coco(
             "categories": coco_categories(class_names, category_ids),
         },
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Pictures
-
-
-def _palette_rgb() -> np.ndarray:
-    from wsss.data.images import voc_palette
-
-    return np.array(voc_palette(), dtype=np.uint8).reshape(256, 3)
-
-
-def colorize_label_map(label_map: np.ndarray) -> np.ndarray:
-    """(H, W) label ids -> (H, W, 3) uint8 VOC colours."""
-    return _palette_rgb()[label_map]
-
-
-def heatmap(values: np.ndarray) -> np.ndarray:
-    """(H, W) values in [0, 1] -> (H, W, 3) uint8 with matplotlib's 'jet' colour map."""
-    import matplotlib
-
-    rgba = matplotlib.colormaps["jet"](np.clip(values, 0, 1))
-    return (rgba[..., :3] * 255).round().astype(np.uint8)
-
-
-def map_over_image(image: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """An (H, W) map in [0, 1] blended half and half over an (H, W, 3) uint8 image."""
-    return (0.5 * image + 0.5 * heatmap(values)).astype(np.uint8)
-
-
-def overlay_panel(
-    image: np.ndarray, label_map: np.ndarray, cams: np.ndarray, title: str = ""
-) -> np.ndarray:
-    """Side by side: the image, the mask over it, and the strongest class map over it."""
-    mask_rgb = colorize_label_map(label_map)
-    shown = (label_map > 0)[..., None]
-    with_mask = np.where(shown, 0.45 * image + 0.55 * mask_rgb, image).astype(np.uint8)
-    strongest = cams.max(axis=0) if len(cams) else np.zeros(label_map.shape, np.float32)
-    with_map = map_over_image(image, strongest)
-    gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
-    panel = np.concatenate([image, gap, with_mask, gap, with_map], axis=1)
-    if not title:
-        return panel
-    header = Image.new("RGB", (panel.shape[1], 14), (255, 255, 255))
-    ImageDraw.Draw(header).text((2, 1), title, fill=(0, 0, 0))
-    return np.concatenate([np.asarray(header), panel], axis=0)
-
-
-def contact_sheet(panels: list[np.ndarray], columns: int = 2) -> np.ndarray:
-    """Tile panels (padded to a common size) into one picture."""
-    if not panels:
-        raise ValueError("no panels to tile")
-    h = max(p.shape[0] for p in panels)
-    w = max(p.shape[1] for p in panels)
-    rows = -(-len(panels) // columns)
-    sheet = np.full((rows * (h + 6), columns * (w + 6), 3), 255, np.uint8)
-    for i, p in enumerate(panels):
-        r, c = divmod(i, columns)
-        sheet[r * (h + 6) : r * (h + 6) + p.shape[0], c * (w + 6) : c * (w + 6) + p.shape[1]] = p
-    return sheet
-
-
-def save_rgb(path: str | Path, array: np.ndarray) -> None:
-    """Write an (H, W, 3) uint8 array as a PNG, atomically."""
-    with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")

@@ -24,11 +24,15 @@ from scipy import ndimage
 from torch import nn
 from tqdm import tqdm
 
-from wsss import map_metrics
-from wsss.cams import cam_method, multiscale_cams, normalize_cams
-from wsss.errors import ConfigError
+from wsss.cams import CamSettings
+from wsss.data.images import load_image
+from wsss.data.split import LabelledSplit
+from wsss.errors import ConfigError, DataError
 from wsss.export import map_over_image, save_rgb
 from wsss.io import write_json, write_text
+from wsss.masks import MaskPredictor
+from wsss.metrics import maps as map_metrics
+from wsss.models import CAMClassifier
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +47,58 @@ class ExplainItem:
     mask: np.ndarray | None = None
 
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def resized(image: np.ndarray, long_side: int | None, resample=Image.BILINEAR) -> np.ndarray:
+    """``image`` (or a label map, with ``Image.NEAREST``) with its long side ``long_side``."""
+    if not long_side:
+        return image
+    h, w = image.shape[:2]
+    scale = long_side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, resample))
+
+
+def image_files(path: Path) -> list[tuple[str, Path]]:
+    """(image id, file) for an image file, or for every image under a folder."""
+    if path.is_file():
+        return [(path.stem, path)]
+    if not path.is_dir():
+        raise DataError(f"{path}: no such image or folder")
+    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
+    return [(p.relative_to(path).with_suffix("").as_posix(), p) for p in files]
+
+
+def items_from_files(files: Sequence[tuple[str, Path]], long_side: int | None = None):
+    """Explain items of image files (no labels, no masks), read as they are consumed."""
+    return (ExplainItem(image_id, resized(load_image(p), long_side)) for image_id, p in files)
+
+
+def items_from_split(split: LabelledSplit, long_side: int | None = None):
+    """Explain items of a split's images with their labels and, when it has them, masks."""
+    for sample in split.samples:
+        image = load_image(sample.image_path)
+        mask = split.ground_truth(sample, image.shape[:2]) if split.has_masks else None
+        image = resized(image, long_side)
+        if mask is not None:  # masks follow the image, by nearest neighbour
+            mask = resized(mask, long_side, Image.NEAREST)
+        yield ExplainItem(sample.image_id, image, sample.labels, mask)
+
+
 @dataclass
 class ExplainSettings:
-    method: str = "gradcam"
-    target_layer: str | nn.Module | None = None
-    scales: Sequence[float] = (1.0,)
-    flip: bool = False
+    """What ``explain`` shows and how it judges the maps (the maps themselves follow the ``cam``
+    settings)."""
+
     top_k: int = 5
-    #: extra classes (indices) whose maps are shown for every image
-    extra_classes: Sequence[int] = ()
-    #: how scores become probabilities: "sigmoid" (multi-label) or "softmax" (single-label)
-    probability: str = "sigmoid"
+    #: names of classes whose maps are shown for every image
+    classes: list[str] = field(default_factory=list)
+    #: how scores become probabilities: "sigmoid" (multi-label), "softmax" (single-label), or
+    #: "auto": sigmoid for a wsss classifier, softmax for any other
+    probability: str = "auto"
     pointing_tolerance: int = 0
     iou_threshold: float = 0.5
     #: the margin (fraction of the image's long side) around an object that still counts as
@@ -71,10 +116,14 @@ class ExplainSettings:
     worst_examples: int = 4
 
     def validate(self) -> None:
-        if self.probability not in ("sigmoid", "softmax"):
-            raise ConfigError(f"probability must be sigmoid or softmax, got {self.probability!r}")
+        if self.probability not in ("auto", "sigmoid", "softmax"):
+            raise ConfigError(
+                f"probability must be auto, sigmoid or softmax, got {self.probability!r}"
+            )
         if self.top_k < 1:
             raise ConfigError(f"top_k must be >= 1, got {self.top_k}")
+        if self.figures is not None and self.figures < 0:
+            raise ConfigError(f"figures must be >= 0, got {self.figures}")
 
 
 @dataclass
@@ -160,21 +209,31 @@ def explain(
     items: Iterable[ExplainItem],
     class_names: Sequence[str],
     out_dir: Path,
-    settings: ExplainSettings,
+    cam: CamSettings,
+    settings: ExplainSettings | None = None,
     device: torch.device | str = "cpu",
     total: int | None = None,
 ) -> dict:
     """Explain every item; write figures, ``explain.json`` and ``report.html`` under ``out_dir``.
 
-    ``model`` maps (B, 3, H, W) RGB floats in [0, 1] to (B, K) class scores. Returns the JSON
+    ``model`` maps (B, 3, H, W) RGB floats in [0, 1] to (B, K) class scores; its maps are
+    computed as ``cam`` says (any method, its options, scales and flip). Returns the JSON
     summary.
     """
+    settings = settings or ExplainSettings()
     settings.validate()
+    unknown = [c for c in settings.classes if c not in class_names]
+    if unknown:
+        raise ConfigError(f"unknown class name(s) {unknown} in classes=")
+    extra_classes = [list(class_names).index(c) for c in settings.classes]
+    probability_kind = settings.probability
+    if probability_kind == "auto":
+        probability_kind = "sigmoid" if isinstance(model, CAMClassifier) else "softmax"
     out_dir = Path(out_dir)
     (out_dir / "figures").mkdir(parents=True, exist_ok=True)
-    device = torch.device(device)
-    model = model.to(device).eval()
-    method = cam_method(model, settings.method, target_layer=settings.target_layer)
+    predictor = MaskPredictor(model, cam, device=device)
+    method = cam.method
+    model, device = predictor.model, predictor.device
     records: dict[int, _ClassRecord] = {}
     per_image, figures = [], []
     has_masks = False
@@ -182,7 +241,7 @@ def explain(
     def probability_of(cls: int):
         def probability(batch: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode():
-                return _probabilities(model(batch), settings.probability)[:, cls]
+                return _probabilities(model(batch), probability_kind)[:, cls]
 
         return probability
 
@@ -190,14 +249,13 @@ def explain(
         x = torch.from_numpy(np.ascontiguousarray(item.image)).permute(2, 0, 1).float() / 255
         x = x.to(device)
         with torch.inference_mode():
-            probs = _probabilities(model(x[None]), settings.probability)[0].cpu()
+            probs = _probabilities(model(x[None]), probability_kind)[0].cpu()
         top = probs.topk(min(settings.top_k, len(probs)))
         top_classes = [int(c) for c in top.indices]
         judged = list(item.labels) if item.labels else top_classes[:1]
-        shown = list(dict.fromkeys([*top_classes, *settings.extra_classes]))
+        shown = list(dict.fromkeys([*top_classes, *extra_classes]))
         wanted = list(dict.fromkeys([*shown, *judged]))
-        raw = multiscale_cams(method, x[None], [wanted], settings.scales, settings.flip)[0]
-        maps = dict(zip(wanted, normalize_cams(raw).float().cpu().numpy(), strict=True))
+        maps = dict(zip(wanted, predictor.maps([item.image], [wanted])[0], strict=True))
 
         entry = {
             "image": item.image_id,
@@ -274,7 +332,7 @@ def explain(
         for key in (f.name for f in fields(_ClassRecord) if f.name not in ("worst", "p_absent")):
             getattr(overall, key).extend(getattr(record, key))
     summary = {
-        "method": settings.method,
+        "method": method,
         "images": len(per_image),
         "overall": overall.summary(),
         "per_class": per_class,

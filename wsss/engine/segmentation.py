@@ -19,7 +19,7 @@ import logging
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,30 +31,38 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from wsss.data.coco import paint_instances
-from wsss.data.folder import LabelledSplit, Sample
 from wsss.data.images import load_image, load_label_map
+from wsss.data.split import LabelledSplit, Sample
+from wsss.engine.run_folder import RunFolder
 from wsss.errors import ConfigError, DataError
-from wsss.evaluation import ConfusionMatrix
 from wsss.masks import IGNORE
+from wsss.metrics import ConfusionMatrix
+from wsss.models.adapters import IMAGENET_MEAN, IMAGENET_STD
 from wsss.models.backbones import is_weights_file, load_state_dict_file
-from wsss.models.classifier import IMAGENET_MEAN, IMAGENET_STD
+from wsss.registry import Registry
 
 log = logging.getLogger(__name__)
 
-#: torchvision segmentation builders wsss trains (a small one first: the CPU demo's)
-MODELS = {
-    "lraspp_mobilenet_v3_large": torchvision.models.segmentation.lraspp_mobilenet_v3_large,
-    "deeplabv3_mobilenet_v3_large": torchvision.models.segmentation.deeplabv3_mobilenet_v3_large,
-    "deeplabv3_resnet50": torchvision.models.segmentation.deeplabv3_resnet50,
-    "deeplabv3_resnet101": torchvision.models.segmentation.deeplabv3_resnet101,
-}
+SEGMENTATION_MODELS: Registry[Callable[..., nn.Module]] = Registry("segmentation model")
+"""Segmentation model builders, by name: ``builder(weights=None, num_classes=N,
+weights_backbone=...)`` returning a model whose ``forward(x)["out"]`` is (B, N, H, W) logits
+(torchvision's segmentation builders)."""
+
+for _builder in (
+    torchvision.models.segmentation.lraspp_mobilenet_v3_large,  # small: the CPU demo's
+    torchvision.models.segmentation.deeplabv3_mobilenet_v3_large,
+    torchvision.models.segmentation.deeplabv3_resnet50,
+    torchvision.models.segmentation.deeplabv3_resnet101,
+):
+    SEGMENTATION_MODELS.register(_builder.__name__)(_builder)
 
 TARGET_SOURCES = ("masks", "coco", "ground_truth")
 
 
 @dataclass
 class SegmentationSettings:
-    """The ``segmentation`` config group: model, optimisation and augmentation."""
+    """The ``segmentation`` config group: model (a :data:`SEGMENTATION_MODELS` name),
+    optimisation and augmentation."""
 
     model: str = "lraspp_mobilenet_v3_large"
     #: ImageNet weights for the backbone: null, a torchvision weight name, or a state-dict path
@@ -65,21 +73,18 @@ class SegmentationSettings:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     crop_size: int = 128
-    scale_range: tuple[float, float] = (0.75, 1.5)
+    scale_range: list[float] = field(default_factory=lambda: [0.75, 1.5])
     hflip: bool = True
-    num_workers: int = 0
-    seed: int = 0
 
     def validate(self) -> None:
-        if self.model not in MODELS:
-            raise ConfigError(f"segmentation.model must be one of {sorted(MODELS)}")
+        SEGMENTATION_MODELS.get(self.model)
         if self.epochs < 1 or self.batch_size < 1 or self.crop_size < 32:
             raise ConfigError("segmentation epochs and batch_size must be >= 1, crop_size >= 32")
 
 
 def build_model(settings: SegmentationSettings, num_labels: int) -> nn.Module:
     """A torchvision segmentation model with ``num_labels`` outputs (background + classes)."""
-    builder = MODELS[settings.model]
+    builder = SEGMENTATION_MODELS.get(settings.model)
     weights = settings.backbone_weights
     kwargs = {"weights": None, "num_classes": num_labels}
     if weights and not is_weights_file(weights):  # a weight enum name: torchvision resolves it
@@ -109,18 +114,19 @@ def build_model(settings: SegmentationSettings, num_labels: int) -> nn.Module:
 
 
 class MaskTargets:
-    """Targets read from a ``generate_masks`` run's ``masks/<id>.png``."""
+    """Targets read from a ``generate_masks`` run's label PNGs."""
 
     def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / "masks"
+        self.run = RunFolder(run_dir)
+        self.path = self.run.masks_dir
         if not self.path.is_dir():
             raise DataError(f"{run_dir}: no masks/ folder (is this a generate_masks run folder?)")
 
     def has(self, sample: Sample) -> bool:
-        return (self.path / f"{sample.image_id}.png").is_file()
+        return self.run.mask(sample.image_id).is_file()
 
     def __call__(self, sample: Sample, size: tuple[int, int]) -> np.ndarray:
-        return load_label_map(self.path / f"{sample.image_id}.png", size)
+        return load_label_map(self.run.mask(sample.image_id), size)
 
 
 class GroundTruthTargets:
@@ -224,6 +230,23 @@ class SegmentationDataset(Dataset):
         return x[:, top : top + crop, left : left + crop], y[top : top + crop, left : left + crop]
 
 
+def training_targets(kind: str, split: LabelledSplit, pseudo_masks: str | Path | None):
+    """The targets of ``split``'s images: a run's label PNGs (``masks``), its COCO file
+    (``coco``), or the split's own masks (``ground_truth``)."""
+    if kind not in TARGET_SOURCES:
+        raise ConfigError(f"targets must be one of {TARGET_SOURCES}, got {kind!r}")
+    if kind == "ground_truth":
+        return GroundTruthTargets(split)
+    if not pseudo_masks:
+        raise ConfigError(
+            "pseudo_masks=<generate_masks run folder> is required (or targets=ground_truth)"
+        )
+    run = RunFolder(Path(pseudo_masks).expanduser())
+    if kind == "coco":
+        return CocoTargets(run.annotations, split.images_root, split.class_names)
+    return MaskTargets(run.root)
+
+
 def check_targets(split: LabelledSplit, targets) -> None:
     """Fail before training if any image of ``split`` has no target."""
     missing = [s.file_name for s in split.samples if not targets.has(s)]
@@ -244,20 +267,24 @@ def train_segmentation(
     targets: Callable[[Sample, tuple[int, int]], np.ndarray],
     settings: SegmentationSettings,
     device: torch.device | str = "cpu",
+    *,
+    num_workers: int = 0,
+    seed: int = 0,
 ) -> dict[str, float]:
-    """Train ``model`` in place with SGD + poly schedule; 255 target pixels are ignored."""
+    """Train ``model`` in place with SGD + poly schedule; 255 target pixels are ignored.
+    ``seed`` seeds shuffling and augmentation (the initial weights are the caller's)."""
     settings.validate()
     device = torch.device(device)
-    torch.manual_seed(settings.seed)
-    random.seed(settings.seed)
-    np.random.seed(settings.seed)
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
     loader = DataLoader(
         SegmentationDataset(samples, targets, settings),
         batch_size=settings.batch_size,
         shuffle=True,
         drop_last=len(samples) > settings.batch_size,
-        num_workers=settings.num_workers,
-        generator=torch.Generator().manual_seed(settings.seed),
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
     )
     model.to(device).train()
     optimizer = torch.optim.SGD(

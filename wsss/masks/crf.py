@@ -17,16 +17,13 @@ upsamples the marginals.
 
 from __future__ import annotations
 
-import os
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from wsss.errors import ConfigError, MissingDependencyError
-from wsss.masks import IGNORE
+from wsss.masks.threshold import IGNORE
 
 PYDENSECRF_HELP = (
     "dense CRF refinement needs pydensecrf: pip install pydensecrf2 (the maintained fork; it "
@@ -45,7 +42,8 @@ def import_pydensecrf():
 
 @dataclass
 class CRFSettings:
-    """Every pydensecrf parameter (the ``crf`` config group)."""
+    """Every pydensecrf parameter, and the worker processes that run it (the ``crf`` config
+    group; ``crf=none`` makes it None)."""
 
     mode: str = "label"  # label | soft
     iterations: int = 10
@@ -66,6 +64,8 @@ class CRFSettings:
     #: the sxy widths are in pixels of an image whose long side is this (IRN's values are for
     #: VOC, about 500 px); they scale with the image. None: plain pixels.
     reference_size: int | None = 500
+    #: worker processes refining images in parallel with the maps; 0: one per core
+    workers: int = 0
 
     def validate(self) -> None:
         if self.mode not in ("label", "soft"):
@@ -82,6 +82,8 @@ class CRFSettings:
             raise ConfigError(f"crf.reference_size must be >= 1, got {self.reference_size}")
         if self.iterations < 1:
             raise ConfigError(f"crf.iterations must be >= 1, got {self.iterations}")
+        if self.workers < 0:
+            raise ConfigError(f"crf.workers must be >= 0, got {self.workers}")
 
 
 def dense_crf(
@@ -205,10 +207,6 @@ def refine_label_map(
     return label_map
 
 
-# --------------------------------------------------------------------------------------------
-# Parallel, ordered, streaming.
-
-
 @dataclass
 class CRFFailure:
     """A refinement that raised: reported by the caller, which keeps the unrefined mask."""
@@ -225,27 +223,3 @@ def refine_or_fail(args) -> np.ndarray | CRFFailure:
         raise
     except Exception as exc:  # one bad image must not kill a long run
         return CRFFailure(f"{type(exc).__name__}: {exc}")
-
-
-def default_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def ordered_map(
-    fn: Callable, items: Iterable, workers: int, max_pending: int | None = None
-) -> Iterator:
-    """``map(fn, items)`` in order, on ``workers`` processes, holding at most ``max_pending``
-    items in flight so memory stays bounded however long ``items`` is. ``workers <= 1`` runs
-    in this process."""
-    if workers <= 1:
-        yield from map(fn, items)
-        return
-    max_pending = max_pending or 4 * workers
-    pending: deque[Future] = deque()
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= max_pending:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()

@@ -3,11 +3,39 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from wsss.errors import ConfigError
+
 #: label value for "uncertain" pixels in predictions and "ignore" pixels in ground truth
 IGNORE = 255
+
+
+@dataclass
+class ThresholdSettings:
+    """How normalised maps become a label map (the ``mask`` config group).
+
+    A pixel is background where every map is below ``bg_threshold``, otherwise the class of the
+    strongest map; with ``fg_threshold`` set, pixels whose strongest map lies between the two
+    are uncertain (255), which segmentation trainers ignore.
+    """
+
+    bg_threshold: float = 0.15
+    fg_threshold: float | None = None
+
+    def validate(self) -> None:
+        if not 0.0 <= self.bg_threshold <= 1.0:
+            raise ConfigError(f"mask.bg_threshold must be in [0, 1], got {self.bg_threshold}")
+        if self.fg_threshold is not None and not self.bg_threshold <= self.fg_threshold <= 1.0:
+            raise ConfigError(
+                f"mask.fg_threshold must be in [bg_threshold, 1], got {self.fg_threshold}"
+            )
+
+    def label_map(self, cams: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+        """The (H, W) uint8 label map of normalised maps ``cams`` (N, H, W) for ``classes``."""
+        return cam_to_label_map(cams, classes, self.bg_threshold, self.fg_threshold)
 
 
 def cam_to_label_map(

@@ -1,0 +1,136 @@
+"""Every script in scripts/ runs for real at a tiny size, so no README figure's command rots.
+
+Each is run as a user runs it (``python scripts/<name>.py ...``, in a subprocess, from another
+folder) and its output is checked for the table or figure it exists to print.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from test_cli import GENERATE_TINY, TINY
+
+SCRIPTS = REPO / "scripts"
+#: every override of the tiny demo, as the scripts that compose a config take them
+OVERRIDES = [a for o in GENERATE_TINY for a in ("--override", o)]
+
+
+def script(name: str, *args: str, cwd: Path, cache: Path, timeout: int = 600) -> str:
+    env = {**os.environ, "WSSS_CACHE": str(cache), "HYDRA_FULL_ERROR": "0"}
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / name), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A folder, its wsss cache, and a tiny trained classifier."""
+    root = tmp_path_factory.mktemp("scripts")
+    cache = root / "cache"
+    from test_cli import run
+
+    run("wsss.train", *TINY, f"hydra.run.dir={root / 'train'}", cwd=root, cache=cache)
+    return root, cache, root / "train" / "checkpoint.pt"
+
+
+def test_every_script_has_a_test():
+    names = set(re.findall(r'"(\w+\.py)"', Path(__file__).read_text()))
+    on_disk = {p.name for p in SCRIPTS.glob("*.py") if not p.name.startswith("_")}
+    assert on_disk <= names, f"scripts without a tiny run here: {sorted(on_disk - names)}"
+
+
+def test_cam_quality(workspace):
+    root, cache, _ = workspace
+    out = script(
+        "cam_quality.py", "--methods", "cam,gradcam,scorecam:4,cam+label", "--limit", "3",
+        *OVERRIDES, cwd=root, cache=cache,
+    )  # fmt: skip
+    rows = [line for line in out.splitlines() if line.startswith("| ")]
+    assert [r.split(" | ")[0] for r in rows[2:]] == [
+        "| cam", "| gradcam", "| scorecam (top 4 channels)", "| cam",
+    ]  # fmt: skip
+    assert "| label |" in rows[-1]
+
+
+def test_tune_crf(workspace):
+    root, cache, _ = workspace
+    out = script(
+        "tune_crf.py", "--split", "eval", "--limit", "3", "--grid", "default", "--workers", "1",
+        *OVERRIDES, cwd=root, cache=cache,
+    )  # fmt: skip
+    assert "no CRF (threshold 0.15): mIoU" in out and "| mIoU | mIoU confident |" in out
+
+
+def test_bench_pipeline(workspace):
+    root, cache, checkpoint = workspace
+    out = script(
+        "bench_pipeline.py", "--images", "2", "--size", "48", "--repeats", "1",
+        "--checkpoint", str(checkpoint), cwd=root, cache=cache,
+    )  # fmt: skip
+    for stage in ("load", "cam", "threshold", "crf", "export"):
+        assert any(line.startswith(stage) for line in out.splitlines()), stage
+
+
+def test_bench_memory(workspace):
+    root, cache, _ = workspace
+    out = script(
+        "bench_memory.py", "--sizes", "3", "6", "--train-images", "16", cwd=root, cache=cache
+    )
+    assert "3 images: peak RSS" in out and "ratio 6 / 3 images:" in out
+
+
+def test_bench_cams(workspace):
+    root, cache, _ = workspace
+    out = script(
+        "bench_cams.py", "--arch", "resnet18", "--batch", "2", "--size", "32", "--repeats", "1",
+        "--score-images", "1", "--top-channels", "8", cwd=root, cache=cache,
+    )  # fmt: skip
+    assert "gradcampp" in out and "scorecam top8" in out and "speed-up" in out
+
+
+def test_scorecam_convention(workspace):
+    root, cache, _ = workspace
+    out = script("scorecam_convention.py", "--arch", "resnet18", "--size", "32", cwd=root,
+                 cache=cache)  # fmt: skip
+    assert "align_corners=False" in out and "align_corners=True" in out
+
+
+def test_bench_crf(workspace):
+    root, cache, _ = workspace
+    out = script("bench_crf.py", "--images", "2", "--size", "48", "--repeats", "1", cwd=root,
+                 cache=cache)  # fmt: skip
+    assert "label" in out and "speed-up" in out
+
+
+def test_upper_bound(workspace):
+    root, cache, checkpoint = workspace
+    out = script(
+        "upper_bound.py", "--out", str(root / "ub"), "--epochs", "1",
+        "--generate", f"checkpoint={checkpoint}", "--generate", "cam.scales=[1.0]",
+        "--segmentation", "segmentation.crop_size=48",
+        "--segmentation", "segmentation.batch_size=8",
+        "--", *TINY[:3], cwd=root, cache=cache,
+    )  # fmt: skip
+    assert "ratio (b) / (c):" in out
+
+
+def test_labels_from_masks(voc_root, tmp_path):
+    out = script(
+        "labels_from_masks.py", "--root", str(voc_root), "--list",
+        "ImageSets/Segmentation/train.txt", "--out", str(tmp_path / "train.csv"),
+        cwd=tmp_path, cache=tmp_path / "cache",
+    )  # fmt: skip
+    assert out.startswith("wrote ") and (tmp_path / "train.csv").read_text().startswith("file,")

@@ -1,0 +1,141 @@
+"""What every command shares: the Hydra entry point, errors as one line, the device, the run
+folder, the dataset split and the classifier."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from wsss import distributed
+from wsss.cli.config import ClassifierCommand, TrainCommand, config_dir, register_configs
+from wsss.data import LabelledSplit
+from wsss.data.screen import BadImages
+from wsss.devices import resolve_device
+from wsss.engine.classifiers import checkpoint_or_cached, train_and_save
+from wsss.errors import ConfigError, WsssError
+from wsss.models import LoadedClassifier
+
+log = logging.getLogger("wsss")
+register_configs()
+
+
+def to_config(cfg: DictConfig) -> Any:
+    """The composed config as its schema's objects (``OmegaConf.to_object``), every settings
+    object in it validated; a missing mandatory value is reported as the key to set."""
+    try:
+        config = OmegaConf.to_object(cfg)
+    except MissingMandatoryValue as exc:
+        raise ConfigError(f"{exc.full_key} is required: pass {exc.full_key}=...") from None
+    validate(config)
+    return config
+
+
+def validate(settings: Any) -> None:
+    """Call ``validate()`` on ``settings`` and on every dataclass nested in it that has one."""
+    if not dataclasses.is_dataclass(settings):
+        return
+    if hasattr(settings, "validate"):
+        settings.validate()
+    for f in dataclasses.fields(settings):
+        validate(getattr(settings, f.name))
+
+
+def compose_config(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """Command ``name``'s config with ``overrides`` (``key=value`` strings), as its schema's
+    objects: the config a command would run with, for scripts and notebooks."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return to_config(compose(config_name=name, overrides=list(overrides)))
+
+
+def command(config_name: str) -> Callable[[Callable], Callable[[], Any]]:
+    """Decorator: make ``run(config, out_dir)`` the Hydra application ``config_name``.
+
+    ``config`` is the composed config as objects (see :mod:`wsss.cli.config`), ``out_dir`` the
+    Hydra run (or multirun job) folder, where every output goes. A WsssError is printed as one
+    clear line, without a traceback, and the process exits with status 2.
+    """
+
+    def decorator(run: Callable[[Any, Path], Any]) -> Callable[[], Any]:
+        @hydra.main(version_base="1.3", config_path=config_dir(), config_name=config_name)
+        @functools.wraps(run)
+        def main(cfg: DictConfig):
+            from hydra.core.hydra_config import HydraConfig
+
+            try:
+                return run(to_config(cfg), Path(HydraConfig.get().runtime.output_dir))
+            except WsssError as exc:
+                log.error("%s", exc)
+                print(f"error: {exc}", file=sys.stderr)
+                sys.exit(2)
+
+        return main
+
+    return decorator
+
+
+def setup_device(name: str, out_dir: Path) -> torch.device:
+    """The device ``name``; under ``torchrun``, also join the process group (one GPU per local
+    rank) and check that every rank writes to the same run folder."""
+    device = distributed.init_from_env(resolve_device(name))
+    if distributed.world_size() > 1:
+        distributed.same_on_all_ranks(
+            str(out_dir),
+            "the run folder",
+            "Under torchrun, pass hydra.run.dir=<folder> so that every process uses the same one.",
+        )
+    return device
+
+
+def load_split(config, split: str, allow_unlabelled: bool = False) -> LabelledSplit:
+    """Split ``split`` of the command's dataset."""
+    return config.dataset.load(
+        split, cache_dir=Path(config.cache_dir).expanduser(), allow_unlabelled=allow_unlabelled
+    )
+
+
+def _training(config: TrainCommand, device: torch.device, bad: BadImages) -> dict:
+    return {
+        "train_split": config.train_split,
+        "val_split": config.val_split,
+        "cache_dir": Path(config.cache_dir).expanduser(),
+        "device": device,
+        "bad": bad,
+        "amp": config.amp,
+        "num_workers": config.num_workers,
+        "seed": config.seed,
+    }
+
+
+def train(config: TrainCommand, path: Path, device: torch.device, bad: BadImages):
+    """Train the command's classifier and save it to ``path``."""
+    return train_and_save(
+        config.dataset, config.model, config.train, path, **_training(config, device, bad)
+    )
+
+
+def classifier_for(
+    config: ClassifierCommand, device: torch.device, bad: BadImages
+) -> tuple[LoadedClassifier, Path, bool]:
+    """The command's ``checkpoint``, or a classifier trained once as configured and cached (bad
+    images met while training go to ``bad``). Returns (classifier, path, trained in this run)."""
+    return checkpoint_or_cached(
+        config.checkpoint,
+        config.dataset,
+        config.model,
+        config.train,
+        **_training(config, device, bad),
+    )

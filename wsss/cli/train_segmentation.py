@@ -1,0 +1,73 @@
+"""``python -m wsss.train_segmentation``: what the pseudo-masks are worth to a segmentation model.
+
+Trains a torchvision segmentation model on a ``generate_masks`` run's label PNGs (or its COCO
+file, or the ground truth for the upper bound) and scores it on the eval split's ground truth.
+Writes ``model.pt`` (a state dict: ``torch.load(..., weights_only=True)``) and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from wsss.cli import common
+from wsss.cli.config import TrainSegmentationCommand
+from wsss.devices import resolve_device
+from wsss.engine.segmentation import (
+    build_model,
+    check_targets,
+    evaluate_segmentation,
+    train_segmentation,
+    training_targets,
+)
+from wsss.io import atomic_path, write_json
+
+log = logging.getLogger("wsss.train_segmentation")
+
+
+def run(config: TrainSegmentationCommand, out: Path) -> float:
+    start = time.perf_counter()
+    device = resolve_device(config.device)
+    settings = config.segmentation
+    train_split = common.load_split(config, config.train_split)
+    eval_split = common.load_split(config, config.eval_split)
+    targets = training_targets(config.targets, train_split, config.pseudo_masks)
+    check_targets(train_split, targets)
+    torch.manual_seed(config.seed)  # the initial weights too: reruns give the same model
+    model = build_model(settings, len(train_split.class_names) + 1)
+    log.info(
+        "training %s on %d images (targets: %s)", settings.model, len(train_split), config.targets
+    )
+    history = train_segmentation(
+        model,
+        list(train_split.samples),
+        targets,
+        settings,
+        device,
+        num_workers=config.num_workers,
+        seed=config.seed,
+    )
+    with atomic_path(out / "model.pt") as tmp:
+        torch.save(model.state_dict(), tmp)
+    confusion = evaluate_segmentation(model, eval_split, device)
+    metrics = {
+        "targets": config.targets,
+        "pseudo_masks": config.pseudo_masks,
+        "model": settings.model,
+        "train_images": len(train_split),
+        **history,
+        "eval": confusion.summary(eval_split.class_names),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    write_json(out / "metrics.json", metrics)
+    print(
+        f"\nsegmentation mIoU on {config.eval_split} ({len(eval_split)} images): "
+        f"{confusion.miou:.4f}\nmodel: {out / 'model.pt'}\nmetrics: {out / 'metrics.json'}"
+    )
+    return confusion.miou
+
+
+main = common.command("train_segmentation")(run)

@@ -1,0 +1,457 @@
+"""Generation: run a :class:`~wsss.masks.MaskPredictor` over a split and write masks, COCO,
+overlays and metrics into a run folder (layout: :mod:`wsss.engine.run_folder`).
+
+This is the loop behind ``python -m wsss.generate_masks``; it takes plain arguments, so it is
+usable from Python without Hydra. It streams: per image, only the COCO records are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from wsss import distributed
+from wsss.data.images import load_image, save_label_map
+from wsss.data.screen import BadImages
+from wsss.data.split import LabelledSplit, Sample
+from wsss.engine.parallel import default_workers, ordered_map
+from wsss.engine.run_folder import RunFolder
+from wsss.errors import ConfigError, DataError
+from wsss.export import (
+    ExportSettings,
+    coco_annotations,
+    contact_sheet,
+    overlay_panel,
+    save_rgb,
+    write_coco,
+)
+from wsss.io import atomic_path, write_json
+from wsss.masks import MaskPrediction, MaskPredictor, refine_or_fail
+from wsss.masks.predictor import with_refinement
+from wsss.metrics import ConfusionMatrix, ThresholdSweep
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationResult:
+    num_images: int
+    num_annotations: int
+    seconds: float
+    out_dir: Path
+    #: scores of the masks written (after CRF when it ran)
+    confusion: ConfusionMatrix | None = None
+    sweep: ThresholdSweep | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    #: scores of the threshold rule's masks before CRF (only when CRF ran)
+    raw_confusion: ConfusionMatrix | None = None
+    crf_failures: int = 0
+    #: images left out as unusable (on_bad_image=skip), and images labelled by the classifier
+    skipped: int = 0
+    predicted_labels: int = 0
+
+
+class _ImageReader(Dataset):
+    """Loads (index, image, error) triples, so DataLoader workers can read ahead of the model;
+    an unreadable image comes back as (index, None, reason) for the policy to decide."""
+
+    def __init__(self, samples: Sequence[Sample]):
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str | None]:
+        try:
+            return index, load_image(self.samples[index].image_path), None
+        except DataError as exc:
+            return index, None, str(exc)
+
+
+def _same_size_batches(
+    loader, batch_size: int, bad: BadImages, samples: Sequence[Sample]
+) -> Iterator[list[tuple[int, np.ndarray]]]:
+    """Group consecutive images of equal size into batches of at most ``batch_size``; an image
+    that fails to decode goes to ``bad`` (which raises under the "error" policy)."""
+    batch: list[tuple[int, np.ndarray]] = []
+    for index, image, error in loader:
+        if image is None:
+            if batch and not bad.skip:  # finish the work before the error stops the run
+                yield batch
+                batch = []
+            bad.record(samples[index].image_path, error)
+            continue
+        if batch and (len(batch) == batch_size or image.shape != batch[0][1].shape):
+            yield batch
+            batch = []
+        batch.append((index, image))
+    if batch:
+        yield batch
+
+
+@dataclass
+class _Item:
+    """One image on its way through the loop."""
+
+    index: int
+    image: np.ndarray
+    prediction: MaskPrediction
+
+
+def predictions(
+    predictor: MaskPredictor,
+    samples: Sequence[Sample],
+    batch_size: int = 8,
+    num_workers: int = 0,
+    bad: BadImages | None = None,
+) -> Iterator[_Item]:
+    """Stream every usable image's prediction (CRF not yet run), in split order. Unreadable
+    images go to ``bad`` (default: an error)."""
+    bad = bad or BadImages()
+    loader = DataLoader(
+        _ImageReader(samples), batch_size=None, num_workers=num_workers, collate_fn=lambda x: x
+    )
+    for batch in _same_size_batches(loader, batch_size, bad, samples):
+        images = [image for _, image in batch]
+        labels = [samples[i].labels for i, _ in batch]
+        names = [samples[i].image_path for i, _ in batch]
+        found = predictor.predict_batch(images, labels, refine=False, names=names)
+        for (index, image), prediction in zip(batch, found, strict=True):
+            yield _Item(index, image, prediction)
+
+
+def _with_crf(items: Iterator[_Item], predictor: MaskPredictor) -> Iterator[_Item]:
+    """Each item with its CRF-refined label map, in order; the CRF runs in ``crf.workers``
+    processes while this process computes the next maps."""
+    if predictor.crf is None:
+        yield from items
+        return
+    in_flight: deque[_Item] = deque()
+
+    def jobs():
+        for item in items:
+            in_flight.append(item)
+            yield predictor.refine_job(item.image, item.prediction)
+
+    workers = predictor.crf.workers or default_workers()
+    for refined in ordered_map(refine_or_fail, jobs(), workers):
+        item = in_flight.popleft()
+        with_refinement(item.prediction, refined)
+        yield item
+
+
+def save_cams(path: Path, prediction: MaskPrediction) -> None:
+    """Write an image's normalised maps (float16) and their classes, atomically (read back by
+    :func:`wsss.engine.evaluation.load_cams`)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(
+            f,
+            cams=prediction.cams.astype(np.float16),
+            classes=np.array(prediction.labels, np.int64),
+        )
+
+
+def model_digest(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _fingerprint(predictor: MaskPredictor, split: LabelledSplit, export: ExportSettings) -> dict:
+    """What determines a run's outputs: resuming with anything else changed is refused."""
+    crf = asdict(predictor.crf) if predictor.crf else None
+    if crf:
+        crf.pop("workers")  # changes no output
+    exported = asdict(export)
+    exported.pop("overlays")
+    settings = {
+        "cam": asdict(predictor.cam),
+        "mask": asdict(predictor.mask),
+        "crf": crf,
+        "export": exported,
+        "predict_labels": predictor.label_threshold,
+        "amp": predictor.amp,
+    }
+    return {
+        "settings": json.loads(json.dumps(settings, default=str)),
+        "model": model_digest(predictor.model),
+        "classes": list(split.class_names),
+        "images": [len(split), split.samples[0].image_id, split.samples[-1].image_id],
+    }
+
+
+def _image_scores(split: LabelledSplit, sample: Sample, prediction: MaskPrediction) -> dict:
+    """This image's contributions to the run's scores, as sparse confusion counts."""
+    num_labels = len(split.class_names) + 1
+    mask = prediction.mask
+    truth = split.ground_truth(sample, size=mask.shape)
+    masks = ConfusionMatrix(num_labels)
+    masks.update(mask, truth)
+    sweep = ThresholdSweep(num_labels)
+    sweep.update(prediction.cams, prediction.labels, truth)
+    scores = {"masks": masks.to_sparse(), "sweep": sweep.to_sparse()}
+    if prediction.refined is not None or prediction.crf_failure is not None:
+        rule = ConfusionMatrix(num_labels)
+        rule.update(prediction.label_map, truth)
+        scores["threshold_rule"] = rule.to_sparse()
+    return scores
+
+
+def _overlay_ids(split: LabelledSplit, count: int) -> list[str]:
+    """Ids of ``count`` images spread evenly over the split."""
+    if count <= 0:
+        return []
+    spread = np.linspace(0, len(split) - 1, min(count, len(split)))
+    return [split.samples[i].image_id for i in sorted(set(spread.round().astype(int)))]
+
+
+def generate_pseudo_masks(
+    predictor: MaskPredictor,
+    split: LabelledSplit,
+    out_dir: str | Path,
+    export: ExportSettings | None = None,
+    *,
+    batch_size: int = 8,
+    num_workers: int = 0,
+    bad: BadImages | None = None,
+) -> GenerationResult:
+    """Write masks, ``annotations.json``, overlays (and maps) for ``split`` into ``out_dir``.
+
+    Maps are computed only for each image's labelled classes (or the classes the classifier
+    gives an unlabelled image, with ``predictor.label_threshold``). When the split has
+    ground-truth masks, the masks written are scored (``confusion``), and so are the threshold
+    rule's masks before CRF (``raw_confusion``, only with CRF) and a sweep of the threshold.
+    Unusable images stop the run or are listed in ``skipped.json`` (``bad``'s policy; default:
+    stop); COCO image ids are positions in the split (from 1), whatever is skipped. ``bad`` may
+    carry skips recorded earlier in the run (training). Images of equal size are batched by
+    ``batch_size``; ``num_workers`` DataLoader workers read ahead.
+
+    Resumable and shardable (see :mod:`wsss.engine.run_folder`): images that already have a
+    record in ``out_dir`` (same settings) are not redone, and under ``torchrun`` each rank
+    labels every world-size-th image; rank 0 then merges all records into the run's files.
+    """
+    export = export or ExportSettings()
+    export.validate()
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    folder = RunFolder(out_dir)
+    folder.root.mkdir(parents=True, exist_ok=True)
+    bad = bad or BadImages()
+    earlier_skips = list(bad.skipped)
+    if distributed.is_main() and folder.check_settings(_fingerprint(predictor, split, export)):
+        folder.remove_partial_files()
+    distributed.barrier()
+    rank, world = distributed.rank(), distributed.world_size()
+    mine = [s for i, s in enumerate(split.samples) if i % world == rank]
+    pending = [s for s in mine if not folder.has_record(s.image_id)]
+    if len(pending) < len(mine):
+        log.info("resuming: %d of %d images already done", len(mine) - len(pending), len(mine))
+    by_path = {str(s.image_path): s.image_id for s in pending}
+    bad.on_skip = lambda path, reason: folder.write_record(by_path[str(path)], {"skipped": reason})
+    samples = bad.screen(replace(split, samples=tuple(pending))).samples if pending else ()
+    positions = {s.image_id: i for i, s in enumerate(split.samples)}
+    overlay_ids = _overlay_ids(split, export.overlays)
+
+    start = time.perf_counter()
+    bar = tqdm(total=len(samples), desc="generate masks", unit="img", disable=rank > 0)
+    stream = predictions(predictor, samples, batch_size, num_workers, bad)
+    for item in _with_crf(stream, predictor):
+        sample, prediction, image = samples[item.index], item.prediction, item.image
+        if prediction.crf_failure is not None:
+            log.warning(
+                "CRF failed on %s (%s); keeping its unrefined mask",
+                sample.image_path,
+                prediction.crf_failure,
+            )
+        mask = prediction.mask
+        with atomic_path(folder.mask(sample.image_id, create=True)) as tmp:
+            save_label_map(tmp, mask)
+        coco_id = positions[sample.image_id] + 1
+        annotations = coco_annotations(
+            mask,
+            prediction.cams,
+            prediction.labels,
+            coco_id,
+            split.coco_category_ids,
+            prediction.probabilities,
+            polygons=export.polygons,
+            instances=export.instances,
+        )
+        if export.save_cams:
+            save_cams(folder.cams(sample.image_id, create=True), prediction)
+        if sample.image_id in overlay_ids:
+            panel = overlay_panel(image, mask, prediction.cams, title=sample.image_id)
+            save_rgb(folder.overlay(sample.image_id, create=True), panel)
+        image_entry = {
+            "id": coco_id,
+            "file_name": sample.file_name,
+            "width": int(image.shape[1]),
+            "height": int(image.shape[0]),
+        }
+        # Written last: an image with a record is finished (a rerun will not redo it).
+        folder.write_record(
+            sample.image_id,
+            {
+                "image": image_entry,
+                "annotations": annotations,
+                "labels": list(prediction.labels),
+                "predicted": prediction.probabilities is not None,
+                "crf_failure": prediction.crf_failure,
+                "scores": _image_scores(split, sample, prediction) if split.has_masks else None,
+            },
+        )
+        bar.update(1)
+    bar.close()
+    seconds = time.perf_counter() - start
+    bad.on_skip = None
+    distributed.barrier()  # every rank's records are on disk
+    if not distributed.is_main():
+        return GenerationResult(len(samples), 0, seconds, folder.root)
+    merged = merge_records(folder, split, overlay_ids, predictor.crf is not None, earlier_skips)
+    if merged.images == 0:
+        raise DataError(f"{split.root}: none of the {len(split)} images could be used")
+    result = GenerationResult(
+        merged.images,
+        merged.annotations,
+        seconds,
+        folder.root,
+        merged.confusion,
+        merged.sweep,
+        merged.outputs,
+        merged.raw_confusion,
+        len(merged.crf_failures),
+        len(merged.skipped),
+        merged.predicted_labels,
+    )
+    if merged.confusion is not None:
+        write_metrics(folder, result, split.class_names, predictor)
+    return result
+
+
+@dataclass
+class MergedRun:
+    """What the records of a run add up to."""
+
+    images: int = 0
+    annotations: int = 0
+    skipped: list[dict] = field(default_factory=list)
+    crf_failures: list[dict] = field(default_factory=list)
+    predicted_labels: int = 0
+    confusion: ConfusionMatrix | None = None
+    raw_confusion: ConfusionMatrix | None = None
+    sweep: ThresholdSweep | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+def merge_records(
+    folder: RunFolder,
+    split: LabelledSplit,
+    overlay_ids: Sequence[str],
+    with_crf: bool,
+    extra_skipped: Sequence[dict] = (),
+) -> MergedRun:
+    """Build annotations.json, skipped.json, crf_failures.json and the contact sheet from the
+    records of every image of ``split``, in split order; sum their scores."""
+    num_labels = len(split.class_names) + 1
+    merged = MergedRun(skipped=list(extra_skipped))
+    skipped_files = {entry["file"] for entry in merged.skipped}
+    evaluate = split.has_masks
+    if evaluate:
+        merged.confusion = ConfusionMatrix(num_labels)
+        merged.raw_confusion = ConfusionMatrix(num_labels) if with_crf else None
+        merged.sweep = ThresholdSweep(num_labels)
+    images, annotations, missing = [], [], []
+    for sample in tqdm(split.samples, desc="merge records", unit="img", leave=False):
+        if not folder.has_record(sample.image_id):
+            missing.append(sample.image_id)
+            continue
+        record = folder.read_record(sample.image_id)
+        if "skipped" in record:
+            if str(sample.image_path) not in skipped_files:  # not already skipped in training
+                merged.skipped.append({"file": str(sample.image_path), "reason": record["skipped"]})
+            continue
+        merged.images += 1
+        images.append(record["image"])
+        annotations += record["annotations"]
+        merged.predicted_labels += bool(record.get("predicted"))
+        if record.get("crf_failure"):
+            merged.crf_failures.append(
+                {"image": str(sample.image_path), "error": record["crf_failure"]}
+            )
+        if evaluate:
+            scores = record["scores"]
+            merged.confusion.add_sparse(scores["masks"])
+            if merged.raw_confusion is not None:
+                merged.raw_confusion.add_sparse(scores["threshold_rule"])
+            merged.sweep.add_sparse(scores["sweep"])
+    if missing:
+        raise DataError(
+            f"{folder.root}: {len(missing)} images have no record (first: {missing[:3]}); "
+            "rerun the same command to finish them"
+        )
+    merged.annotations = len(annotations)
+    write_coco(
+        folder.annotations,
+        images,
+        annotations,
+        split.class_names,
+        category_ids=split.coco_category_ids,
+    )
+    merged.outputs = {"masks": str(folder.masks_dir), "annotations": str(folder.annotations)}
+    if merged.skipped:
+        write_json(folder.skipped, merged.skipped)
+        merged.outputs["skipped"] = str(folder.skipped)
+    if merged.crf_failures:
+        write_json(folder.crf_failures, merged.crf_failures)
+        merged.outputs["crf_failures"] = str(folder.crf_failures)
+    panels = []
+    for image_id in overlay_ids:
+        path = folder.overlay(image_id)
+        if path.is_file():
+            with Image.open(path) as img:
+                panels.append(np.asarray(img.convert("RGB")))
+    if panels:
+        save_rgb(folder.contact_sheet, contact_sheet(panels))
+        merged.outputs["contact_sheet"] = str(folder.contact_sheet)
+    return merged
+
+
+def write_metrics(
+    folder: RunFolder,
+    result: GenerationResult,
+    class_names: Sequence[str],
+    predictor: MaskPredictor,
+) -> None:
+    """Write ``metrics.json`` and ``threshold_sweep.png`` from an evaluated generation."""
+    threshold_rule = result.raw_confusion or result.confusion
+    metrics = {
+        "masks_on_disk": result.confusion.summary(class_names),
+        "fixed_threshold": {
+            "bg_threshold": predictor.mask.bg_threshold,
+            "fg_threshold": predictor.mask.fg_threshold,
+            **threshold_rule.summary(class_names),
+        },
+        "crf": asdict(predictor.crf) if predictor.crf else None,
+        "threshold_sweep": result.sweep.summary(),
+        "images": result.num_images,
+        "seconds": round(result.seconds, 2),
+    }
+    write_json(folder.metrics, metrics)
+    with atomic_path(folder.sweep_plot) as tmp:
+        result.sweep.save_plot(tmp, fixed_threshold=predictor.mask.bg_threshold)
+    result.outputs["metrics"] = str(folder.metrics)
+    result.outputs["sweep_plot"] = str(folder.sweep_plot)

@@ -1,0 +1,19 @@
+"""From maps to masks: the threshold rule, dense CRF refinement, and the per-image predictor
+that every caller uses (:class:`MaskPredictor`)."""
+
+from wsss.masks.crf import CRFFailure, CRFSettings, refine_label_map, refine_or_fail
+from wsss.masks.predictor import MaskPrediction, MaskPredictor, working_size
+from wsss.masks.threshold import IGNORE, ThresholdSettings, cam_to_label_map
+
+__all__ = [
+    "IGNORE",
+    "CRFFailure",
+    "CRFSettings",
+    "MaskPrediction",
+    "MaskPredictor",
+    "ThresholdSettings",
+    "cam_to_label_map",
+    "refine_label_map",
+    "refine_or_fail",
+    "working_size",
+]

@@ -1,0 +1,183 @@
+"""One path from an image to its mask, used by generation, ``explain`` and the benchmarks.
+
+    predictor = MaskPredictor(model, ClassifierCam(), ThresholdSettings(), CRFSettings())
+    prediction = predictor.predict(image, labels=[7, 17])  # uint8 (H, W, 3), class indices
+    prediction.cams        # (2, H, W) float32 normalised maps, peak ~1 each
+    prediction.label_map   # (H, W) uint8: the threshold rule (0 bg, index + 1, 255 unsure)
+    prediction.mask        # the CRF-refined label map when a CRF is configured
+
+Maps are computed at the working resolution (``cam.max_side``) and upsampled to the image's
+size; masks are always at the image's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from wsss.cams import CamSettings, multiscale_cams, normalize_cams, upsample_cams
+from wsss.devices import autocast_settings
+from wsss.errors import ConfigError, DataError
+from wsss.masks.crf import CRFFailure, CRFSettings, refine_or_fail
+from wsss.masks.threshold import ThresholdSettings
+
+
+@dataclass
+class MaskPrediction:
+    """One image's maps and masks.
+
+    ``labels``: the 0-based classes the maps are for (given, or chosen by the classifier, then
+    with their ``probabilities``). ``cams``: (N, H, W) float32 in [0, 1]. ``label_map``: the
+    threshold rule's (H, W) uint8 map. ``refined``: the CRF's label map (None without CRF, or
+    when it failed: ``crf_failure`` says why).
+    """
+
+    labels: tuple[int, ...]
+    cams: np.ndarray
+    label_map: np.ndarray
+    probabilities: tuple[float, ...] | None = None
+    refined: np.ndarray | None = None
+    crf_failure: str | None = None
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The label map to write: the refined one when there is one."""
+        return self.refined if self.refined is not None else self.label_map
+
+
+def working_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
+    """(height, width) of an image of ``size`` shrunk so its long side is at most ``max_side``."""
+    height, width = size
+    if max_side is None or max(height, width) <= max_side:
+        return height, width
+    scale = max_side / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+class MaskPredictor:
+    """Maps, label map and refined mask of images, for a classifier and the ``cam``, ``mask``
+    and ``crf`` settings.
+
+    ``model`` maps (B, 3, H, W) RGB floats in [0, 1] to (B, K) scores (a wsss classifier, or any
+    classifier with ``cam.target_layer`` set). ``label_threshold``: images given without labels
+    get the classes whose sigmoid probability is at least this (None: an error).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        cam: CamSettings,
+        mask: ThresholdSettings | None = None,
+        crf: CRFSettings | None = None,
+        *,
+        device: torch.device | str = "cpu",
+        amp: bool = False,
+        label_threshold: float | None = None,
+    ):
+        self.cam, self.mask, self.crf = cam, mask or ThresholdSettings(), crf
+        for settings in (self.cam, self.mask, self.crf):
+            if settings is not None:
+                settings.validate()
+        if label_threshold is not None and not 0.0 < label_threshold < 1.0:
+            raise ConfigError(f"predict_labels must be in (0, 1), got {label_threshold}")
+        self.label_threshold = label_threshold
+        self.device = torch.device(device)
+        self.amp = amp
+        self.model = model.to(self.device).eval()
+        self._method = cam.bind(self.model)
+
+    def _batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """Same-size uint8 images as a (B, 3, h, w) float batch at the working resolution."""
+        sizes = {image.shape for image in images}
+        if len(sizes) != 1:
+            raise ValueError(f"images of one batch must share a size, got {sorted(sizes)}")
+        height, width = images[0].shape[:2]
+        size = working_size((height, width), self.cam.max_side)
+        if size != (height, width):  # PIL's resampling filters antialias when shrinking
+            images = [
+                np.asarray(Image.fromarray(im).resize(size[::-1], Image.BILINEAR)) for im in images
+            ]
+        batch = torch.stack([torch.from_numpy(np.ascontiguousarray(im)) for im in images])
+        return batch.permute(0, 3, 1, 2).to(self.device).float().div_(255)
+
+    def _maps(self, batch: torch.Tensor, classes, size: tuple[int, int]) -> list[np.ndarray]:
+        autocast = autocast_settings(self.amp, self.device)
+        with torch.autocast(self.device.type, **autocast):
+            summed = multiscale_cams(
+                self._method, batch, [list(c) for c in classes], self.cam.scales, self.cam.flip
+            )
+        return [upsample_cams(normalize_cams(maps.float()), size).cpu().numpy() for maps in summed]
+
+    @torch.no_grad()
+    def _chosen_labels(self, batch: torch.Tensor) -> list[tuple[tuple[int, ...], tuple]]:
+        probabilities = torch.sigmoid(self.model(batch).float()).cpu()
+        chosen = []
+        for row in probabilities:
+            classes = torch.nonzero(row >= self.label_threshold).flatten().tolist()
+            chosen.append((tuple(classes), tuple(round(float(row[c]), 6) for c in classes)))
+        return chosen
+
+    def maps(
+        self, images: Sequence[np.ndarray], classes: Sequence[Sequence[int]]
+    ) -> list[np.ndarray]:
+        """Normalised maps (len(classes[i]), H, W) of each same-size uint8 image."""
+        return self._maps(self._batch(images), classes, images[0].shape[:2])
+
+    def predict_batch(
+        self,
+        images: Sequence[np.ndarray],
+        labels: Sequence[Sequence[int] | None],
+        refine: bool = True,
+        names: Sequence[object] | None = None,
+    ) -> list[MaskPrediction]:
+        """Predict same-size uint8 (H, W, 3) images. ``labels[i]``: 0-based classes, or empty /
+        None for the classifier to choose (needs ``label_threshold``; ``names[i]`` names the
+        image in that error). ``refine=False`` leaves the CRF to the caller (see
+        :meth:`refine`)."""
+        batch = self._batch(images)
+        labels = [tuple(classes or ()) for classes in labels]
+        probabilities: list[tuple | None] = [None] * len(images)
+        unlabelled = [i for i, classes in enumerate(labels) if not classes]
+        if unlabelled:
+            if self.label_threshold is None:
+                name = names[unlabelled[0]] if names else f"image {unlabelled[0]}"
+                raise DataError(f"{name}: no labels, and predict_labels is not set")
+            chosen = self._chosen_labels(batch[unlabelled])
+            for i, (classes, probs) in zip(unlabelled, chosen, strict=True):
+                labels[i], probabilities[i] = classes, probs
+        maps = self._maps(batch, labels, images[0].shape[:2])
+        predictions = [
+            MaskPrediction(classes, cams, self.mask.label_map(cams, classes), probs)
+            for classes, cams, probs in zip(labels, maps, probabilities, strict=True)
+        ]
+        if refine and self.crf is not None:
+            predictions = [self.refine(im, p) for im, p in zip(images, predictions, strict=True)]
+        return predictions
+
+    def predict(
+        self, image: np.ndarray, labels: Sequence[int] | None = None, refine: bool = True
+    ) -> MaskPrediction:
+        """Predict one uint8 (H, W, 3) image (see :meth:`predict_batch`)."""
+        return self.predict_batch([image], [labels], refine)[0]
+
+    def refine(self, image: np.ndarray, prediction: MaskPrediction) -> MaskPrediction:
+        """``prediction`` with its CRF-refined label map (or the failure) filled in."""
+        return with_refinement(prediction, refine_or_fail(self.refine_job(image, prediction)))
+
+    def refine_job(self, image: np.ndarray, prediction: MaskPrediction) -> tuple:
+        """The picklable arguments of :func:`~wsss.masks.crf.refine_or_fail`, for a worker."""
+        return image, prediction.cams, prediction.labels, self.crf
+
+
+def with_refinement(prediction: MaskPrediction, refined: np.ndarray | CRFFailure) -> MaskPrediction:
+    """``prediction`` with a worker's result of :func:`~wsss.masks.crf.refine_or_fail`."""
+    if isinstance(refined, CRFFailure):
+        prediction.crf_failure = refined.error
+    else:
+        prediction.refined = refined
+    return prediction
