@@ -100,9 +100,9 @@ class MaskPredictor:
         size = working_size((height, width), self.cam.max_side)
         if size != (height, width):  # PIL's resampling filters antialias when shrinking
             images = [
-                np.asarray(Image.fromarray(im).resize(size[::-1], Image.BILINEAR)) for im in images
+                np.array(Image.fromarray(im).resize(size[::-1], Image.BILINEAR)) for im in images
             ]
-        batch = torch.stack([torch.from_numpy(np.ascontiguousarray(im)) for im in images])
+        batch = torch.stack([torch.from_numpy(np.require(im, np.uint8, "CW")) for im in images])
         return batch.permute(0, 3, 1, 2).to(self.device).float().div_(255)
 
     def _maps(self, batch: torch.Tensor, classes, size: tuple[int, int]) -> list[np.ndarray]:
