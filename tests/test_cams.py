@@ -187,3 +187,19 @@ def test_torchvision_model_and_tta_work():
     )
     assert [m.shape for m in summed] == [(1, 64, 64), (2, 64, 64)]
     assert all(torch.isfinite(m).all() and (m >= 0).all() for m in summed)
+
+
+def test_tta_in_small_passes_equals_one_pass(net):
+    """The batch is split at large scales to bound memory; the sums do not change."""
+    method = cam_method(net, "gradcampp", target_layer=net.target)
+    whole = multiscale_cams(method, IMAGES, TARGETS, (1.0, 2.0), flip=True)
+    calls = []
+
+    def counted(views, targets):
+        calls.append(len(views))
+        return method(views, targets)
+
+    pieces = multiscale_cams(counted, IMAGES, TARGETS, (1.0, 2.0), True, pixels_per_pass=600)
+    assert calls == [4, 2, 2, 2, 2], "2 images (4 views) per pass at scale 1, then 1 at 2.0"
+    for a, b in zip(whole, pieces, strict=True):
+        assert torch.allclose(a, b, atol=1e-10)

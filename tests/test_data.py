@@ -70,7 +70,7 @@ def test_corrupt_missing_and_empty_images_name_the_file(tmp_path):
     text = tmp_path / "text.png"
     text.write_text("not an image")
     for path, message in [
-        (truncated, "corrupt or truncated"),
+        (truncated, "corrupt image, truncated"),
         (empty, "empty"),
         (text, "not a readable image"),
         (tmp_path / "missing.png", "not found"),

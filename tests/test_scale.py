@@ -3,6 +3,7 @@ processes (gloo) gives what one process gives, for generation and for training."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -82,6 +83,44 @@ def test_a_killed_run_resumes_to_the_outputs_of_an_uninterrupted_one(checkpoint,
     assert f"resuming: {done} of 60 images already done" in out.stdout + out.stderr
     assert not list(resumed.rglob(".*.tmp")), "partial files of the killed run are removed"
     assert _outputs(resumed) == _outputs(clean)
+
+
+def test_killed_anywhere_then_resumed_gives_the_outputs_of_an_uninterrupted_run(
+    checkpoint, tmp_path
+):
+    """SIGKILL to the whole job (CRF workers included) at seeded random points across the run,
+    and once more while the records are merged; the final rerun reproduces the clean run."""
+    path, cache = checkpoint
+    args = [*GENERATE, f"checkpoint={path}", "crf=dense", "crf.workers=2"]
+    start = time.monotonic()
+    clean = tmp_path / "clean"
+    run("wsss.generate_masks", *args, f"hydra.run.dir={clean}", cwd=tmp_path, cache=cache)
+    duration = time.monotonic() - start
+    folder = tmp_path / "killed"
+    command = [sys.executable, "-m", "wsss.generate_masks", *args, f"hydra.run.dir={folder}"]
+    env = {**os.environ, "WSSS_CACHE": str(cache)}
+
+    def start_job() -> subprocess.Popen:
+        return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+
+    def kill(job: subprocess.Popen) -> None:
+        with contextlib.suppress(ProcessLookupError):  # it may have finished already
+            os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+
+    rng = np.random.default_rng(7)
+    for fraction in sorted(rng.uniform(0.15, 0.85, 3)):
+        job = start_job()
+        time.sleep(fraction * duration)
+        kill(job)
+    job = start_job()  # this one is killed once every image has its record: in the merge
+    while job.poll() is None and len(list((folder / "records").glob("*.json"))) < 60:
+        time.sleep(0.005)
+    kill(job)
+    run("wsss.generate_masks", *args, f"hydra.run.dir={folder}", cwd=tmp_path, cache=cache)
+    assert not list(folder.rglob(".*.tmp"))
+    assert _outputs(folder) == _outputs(clean)
 
 
 def test_resuming_with_other_settings_is_refused(checkpoint, tmp_path):

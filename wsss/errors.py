@@ -21,3 +21,16 @@ class ConfigError(WsssError):
 
 class MissingDependencyError(WsssError):
     """An optional dependency is needed for the requested feature."""
+
+
+class DiskFullError(WsssError):
+    """A write failed for lack of space (or quota). Nothing partial is left under a final name,
+    so the run can be resumed once there is room."""
+
+    def __init__(self, path, cause: OSError):
+        self.path = path
+        super().__init__(
+            f"{path}: {cause.strerror or 'no space left on device'}. Nothing was left half "
+            "written: free some space (or pick another output folder), then rerun the same "
+            "command with the same hydra.run.dir to resume where it stopped"
+        )

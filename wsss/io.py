@@ -1,14 +1,50 @@
-"""Atomic file writes: a crash or a kill never leaves a half-written output behind."""
+"""Atomic file writes: a crash or a kill never leaves a half-written output behind.
+
+Files and folders are created as an ordinary ``open()`` or ``mkdir()`` would create them, with
+the permissions the process's umask gives (``tempfile`` would make them owner-only), so a team
+folder, a container running as another user or a web server can read what wsss writes.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import tempfile
-from collections.abc import Callable, Iterator
+import secrets
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from wsss.errors import DiskFullError
+
+
+def _temporary_name(path: Path) -> Path:
+    return path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+
+
+def create_temporary_file(path: Path) -> Path:
+    """A new, empty file beside ``path`` with a temporary name (``.<name>.<random>.tmp``),
+    created with mode 0o666 less the umask."""
+    while True:
+        tmp = _temporary_name(path)
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:  # a name another writer drew: draw again
+            continue
+
+
+def create_temporary_dir(path: Path) -> Path:
+    """A new folder beside ``path`` with a temporary name, mode 0o777 less the umask."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        tmp = _temporary_name(path)
+        try:
+            tmp.mkdir()
+            return tmp
+        except FileExistsError:
+            continue
 
 
 @contextmanager
@@ -16,36 +52,33 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the same directory; rename it onto ``path`` on success.
 
     The rename is atomic on POSIX, so readers (and a resumed run) see either the old file or the
-    complete new one. On error the temporary file is removed and ``path`` is untouched.
+    complete new one. On error the temporary file is removed and ``path`` is untouched; a full
+    disk is reported as a :class:`~wsss.errors.DiskFullError` naming the file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = create_temporary_file(path)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(path, exc) from exc
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
-
-
-def write_atomic(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:
-    """Call ``write(tmp_path)`` and move the result onto ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        write(tmp)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
 def output_path(out_dir: Path, folder: str, image_id: str, suffix: str, create=False) -> Path:

@@ -14,6 +14,11 @@ import torch.nn.functional as F
 
 CamMethod = Callable[[torch.Tensor, Sequence[Sequence[int]]], list[torch.Tensor]]
 
+#: at most this many input pixels go through the model in one pass: the images of a batch are
+#: split into smaller groups at the large scales, so memory is bounded whatever the batch size
+#: (2 views of a VOC photo at scale 2.0, 1000x750 each, fill one pass)
+PIXELS_PER_PASS = 2_000_000
+
 
 def multiscale_cams(
     method: CamMethod,
@@ -21,12 +26,14 @@ def multiscale_cams(
     targets: Sequence[Sequence[int]],
     scales: Sequence[float] = (1.0, 0.5, 1.5, 2.0),
     flip: bool = True,
+    pixels_per_pass: int = PIXELS_PER_PASS,
 ) -> list[torch.Tensor]:
     """Sum of each target's maps over ``scales`` (and their mirror images), at input resolution.
 
     ``images``: (B, 3, H, W). Each scale's maps are upsampled bilinearly to (H, W) before summing;
     flipped maps are flipped back first. Returns one (len(targets[i]), H, W) tensor per image,
-    not yet normalised (see :func:`normalize_cams`).
+    not yet normalised (see :func:`normalize_cams`). Images are independent, so a scale's views
+    are computed in groups of at most ``pixels_per_pass`` input pixels (at least one image).
     """
     if not scales:
         raise ValueError("at least one scale is needed")
@@ -34,23 +41,27 @@ def multiscale_cams(
     totals = [images.new_zeros((len(t), height, width)) for t in targets]
     for scale in scales:
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        scaled = (
-            images
-            if size == (height, width)
-            else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-        )
-        views, view_targets = scaled, list(targets)
-        if flip:
-            views = torch.cat([scaled, scaled.flip(-1)])
-            view_targets = view_targets * 2
-        maps = method(views, view_targets)
-        for j, cam in enumerate(maps):
-            if cam.numel() == 0:
-                continue
-            up = upsample_cams(cam, (height, width))
-            if j >= batch:
-                up = up.flip(-1)
-            totals[j % batch] += up
+        views_per_image = 2 if flip else 1
+        group = max(1, pixels_per_pass // (views_per_image * size[0] * size[1]))
+        for start in range(0, batch, group):
+            part = images[start : start + group]
+            scaled = (
+                part
+                if size == (height, width)
+                else F.interpolate(part, size=size, mode="bilinear", align_corners=False)
+            )
+            views, view_targets = scaled, list(targets[start : start + group])
+            if flip:
+                views = torch.cat([scaled, scaled.flip(-1)])
+                view_targets = view_targets * 2
+            maps = method(views, view_targets)
+            for j, cam in enumerate(maps):
+                if cam.numel() == 0:
+                    continue
+                up = upsample_cams(cam, (height, width))
+                if j >= len(part):
+                    up = up.flip(-1)
+                totals[start + j % len(part)] += up
     return totals
 
 

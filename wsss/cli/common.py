@@ -4,6 +4,7 @@ folder, the dataset split and the classifier."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import logging
 import sys
@@ -22,7 +23,7 @@ from wsss.data import LabelledSplit
 from wsss.data.screen import BadImages
 from wsss.devices import resolve_device
 from wsss.engine.classifiers import checkpoint_or_cached, train_and_save
-from wsss.errors import ConfigError, WsssError
+from wsss.errors import ConfigError, DiskFullError, WsssError
 from wsss.models import LoadedClassifier
 
 log = logging.getLogger("wsss")
@@ -77,14 +78,22 @@ def command(config_name: str) -> Callable[[Callable], Callable[[], Any]]:
 
             try:
                 return run(to_config(cfg), Path(HydraConfig.get().runtime.output_dir))
+            except OSError as exc:  # a write outside wsss's own writers (logs, Hydra's files)
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                _exit_with(DiskFullError(exc.filename or "a file of the run", exc))
             except WsssError as exc:
-                log.error("%s", exc)
-                print(f"error: {exc}", file=sys.stderr)
-                sys.exit(2)
+                _exit_with(exc)
 
         return main
 
     return decorator
+
+
+def _exit_with(error: WsssError) -> None:
+    log.error("%s", error)
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
 
 
 def setup_device(name: str, out_dir: Path) -> torch.device:

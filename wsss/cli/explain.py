@@ -41,13 +41,15 @@ def run(config: ExplainCommand, out: Path) -> dict:
         model, class_names = classifier.model, classifier.class_names
     if config.images:
         files = image_files(Path(config.images).expanduser())[: config.limit]
-        items, total = items_from_files(files, config.image_size), len(files)
+        items = items_from_files(files, config.image_size, cam.max_side)
+        total = len(files)
     else:
         split = common.load_split(config, config.split)
         if tuple(split.class_names) != tuple(class_names):
             raise ConfigError("the classifier's classes differ from the dataset's; pass images=")
         split = replace(split, samples=split.samples[: config.limit])
-        items, total = items_from_split(split, config.image_size), len(split)
+        items = items_from_split(split, config.image_size, cam.max_side)
+        total = len(split)
     summary = explain(model, items, class_names, out, cam, config, device, total=total)
     flagged = summary["likely_shortcuts"]
     print(f"\nexplained {summary['images']} images with {cam.method}")

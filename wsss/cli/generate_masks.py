@@ -61,6 +61,8 @@ def run_summary(
         summary["crf_failures"] = result.crf_failures
     if result.skipped:
         summary["skipped_images"] = result.skipped
+    if result.empty_masks:
+        summary["empty_masks"] = result.empty_masks
     if predict_labels is not None:
         summary["labels_predicted_for"] = result.predicted_labels
     return summary
@@ -90,6 +92,8 @@ def summary_table(s: dict) -> str:
         rows.append(("images labelled by the classifier", str(s["labels_predicted_for"])))
     if s.get("skipped_images"):
         rows.append(("unusable images skipped", f"{s['skipped_images']} (see skipped.json)"))
+    if s.get("empty_masks"):
+        rows.append(("labelled images with an empty mask", f"{s['empty_masks']} (see the log)"))
     if s.get("crf_failures"):
         rows.append(("CRF failures (unrefined masks kept)", str(s["crf_failures"])))
     rows += [("total time", f"{s['seconds']:.1f} s"), ("outputs", s["outputs"])]

@@ -23,7 +23,7 @@ from omegaconf import MISSING
 
 from wsss.data.datasets import DATASETS, DatasetSettings
 from wsss.data.folder import safe_relative
-from wsss.data.split import LabelledSplit, Sample
+from wsss.data.split import LabelledSplit, Sample, read_text_file
 from wsss.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def load_coco_split(images: str | os.PathLike, annotations: str | os.PathLike) -
     if not annotations.is_file():
         raise DataError(f"{annotations}: COCO annotations file not found")
     try:
-        data = json.loads(annotations.read_text())
+        data = json.loads(read_text_file(annotations, "annotations file"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{annotations}: invalid JSON ({exc})") from exc
     missing = [k for k in ("images", "annotations", "categories") if k not in data]

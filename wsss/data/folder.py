@@ -16,6 +16,7 @@ A labels file may also be JSON: ``{"<file>": ["cat", "sofa"], ...}``. ``file`` i
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from dataclasses import dataclass, field, replace
@@ -24,7 +25,7 @@ from pathlib import Path, PurePosixPath
 from omegaconf import MISSING
 
 from wsss.data.datasets import DATASETS, DatasetSettings
-from wsss.data.split import LabelledSplit, Sample
+from wsss.data.split import LabelledSplit, Sample, read_text_file
 from wsss.errors import DataError
 
 
@@ -33,7 +34,7 @@ def read_class_names(path: str | os.PathLike) -> tuple[str, ...]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: class list not found")
-    names = [line.strip() for line in path.read_text().splitlines()]
+    names = [line.strip() for line in read_text_file(path, "class list").splitlines()]
     names = [n for n in names if n]
     if not names:
         raise DataError(f"{path}: class list is empty")
@@ -50,11 +51,11 @@ def _read_label_rows(path: Path) -> list[tuple[str, list[str], str]]:
     if not path.is_file():
         raise DataError(f"{path}: labels file not found")
     if path.suffix.lower() == ".txt":  # a plain list of files: images without labels
-        lines = [line.strip() for line in path.read_text().splitlines()]
+        lines = [line.strip() for line in read_text_file(path, "list of files").splitlines()]
         return [(f, [], f"line {i}") for i, f in enumerate(lines, start=1) if f]
     if path.suffix.lower() == ".json":
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(read_text_file(path, "labels file"))
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: invalid JSON ({exc})") from exc
         if not isinstance(data, dict):
@@ -67,16 +68,18 @@ def _read_label_rows(path: Path) -> list[tuple[str, list[str], str]]:
                 raise DataError(f"{path}: entry {file!r}: labels must be a list of class names")
             rows.append((file, [n.strip() for n in names if n.strip()], f"entry {file!r}"))
         return rows
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
+    reader = csv.DictReader(io.StringIO(read_text_file(path, "labels file"), newline=""))
+    try:
         if reader.fieldnames is None or not {"file", "labels"} <= set(reader.fieldnames):
             raise DataError(f"{path}: CSV header must contain 'file' and 'labels'")
         rows = []
-        for line_no, row in enumerate(reader, start=2):
+        for row in reader:
             file = (row["file"] or "").strip()
             names = [n.strip() for n in (row["labels"] or "").split(";") if n.strip()]
-            rows.append((file, names, f"line {line_no}"))
-        return rows
+            rows.append((file, names, f"line {reader.line_num}"))
+    except csv.Error as exc:
+        raise DataError(f"{path}: line {reader.line_num}: not valid CSV ({exc})") from exc
+    return rows
 
 
 def safe_relative(file: str, where: str, path: Path, inside: str = "images/") -> PurePosixPath:
@@ -155,7 +158,7 @@ def load_split(
 
 def write_labels_csv(path: str | os.PathLike, rows: list[tuple[str, list[str]]]) -> None:
     """Write a ``file,labels`` CSV (labels joined with ``;``)."""
-    with open(path, "w", newline="") as f:
+    with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["file", "labels"])
         for file, names in rows:

@@ -4,12 +4,48 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from wsss.errors import DataError
+
+#: images (and masks) with more pixels than this are refused from their header, before anything
+#: is decoded: Pillow's own warning limit (about 89 megapixels). A 50-megapixel phone photo
+#: passes; a decompression bomb (a small file claiming a huge size) does not.
+MAX_IMAGE_PIXELS = 89_478_485
+
+
+def check_size(path: Path, width: int, height: int, what: str = "image") -> None:
+    """Refuse a ``width`` x ``height`` file with more than :data:`MAX_IMAGE_PIXELS` pixels."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise DataError(
+            f"{path}: the {what} is {width}x{height} pixels ({width * height / 1e6:.0f} "
+            f"megapixels), more than wsss decodes ({MAX_IMAGE_PIXELS / 1e6:.0f} megapixels: "
+            "larger files are refused as possible decompression bombs); shrink it first"
+        )
+
+
+@contextmanager
+def open_image(path: Path, what: str = "image") -> Iterator[Image.Image]:
+    """``Image.open(path)``, its size checked against :data:`MAX_IMAGE_PIXELS` before any
+    pixel is decoded; unreadable files raise a DataError naming ``path``."""
+    try:
+        with warnings.catch_warnings():  # the size is checked here, not by Pillow's warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                check_size(path, *img.size, what=what)
+                yield img
+    except Image.DecompressionBombError as exc:  # past twice Pillow's limit: refused on open
+        raise DataError(f"{path}: the {what} is too large to decode safely ({exc})") from exc
+    except UnidentifiedImageError as exc:
+        raise DataError(f"{path}: not a readable {what} ({exc})") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: corrupt {what}, truncated or damaged ({exc})") from exc
 
 
 # VOC's colour map: class i gets the bits of i spread over the three channels; 255 is the
@@ -62,15 +98,10 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"{path}: image file not found")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: image file is empty (0 bytes)")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return np.array(_to_rgb_uint8(img), dtype=np.uint8, order="C")  # writable copy
-    except UnidentifiedImageError as exc:
-        raise DataError(f"{path}: not a readable image ({exc})") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: corrupt or truncated image ({exc})") from exc
+    with open_image(path) as img:
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        return np.array(_to_rgb_uint8(img), dtype=np.uint8, order="C")  # writable copy
 
 
 def load_label_map(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -82,17 +113,14 @@ def load_label_map(path: str | os.PathLike, size: tuple[int, int] | None = None)
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: mask file not found")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode not in ("P", "L", "I", "I;16"):
-                raise DataError(
-                    f"{path}: mask must be a single-channel label image (mode P or L), "
-                    f"got mode {img.mode}"
-                )
-            arr = np.asarray(img)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DataError(f"{path}: corrupt or unreadable mask ({exc})") from exc
+    with open_image(path, "mask") as img:
+        img.load()
+        if img.mode not in ("P", "L", "I", "I;16"):
+            raise DataError(
+                f"{path}: mask must be a single-channel label image (mode P or L), "
+                f"got mode {img.mode}"
+            )
+        arr = np.asarray(img)
     if arr.max(initial=0) > 255:
         raise DataError(f"{path}: mask values above 255 are not class indices")
     arr = arr.astype(np.uint8)

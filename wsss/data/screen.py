@@ -13,9 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from wsss.data.images import open_image
 from wsss.data.split import LabelledSplit, Sample
 from wsss.errors import ConfigError, DataError
 from wsss.io import write_json
@@ -32,14 +32,9 @@ def _header_size(path: Path, what: str) -> tuple[int, int]:
         raise DataError(f"{path}: {what} file not found")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: {what} file is empty (0 bytes)")
-    try:
-        with Image.open(path) as img:
-            width, height = img.size
-            orientation = img.getexif().get(0x0112, 1) if what == "image" else 1
-    except UnidentifiedImageError as exc:
-        raise DataError(f"{path}: not a readable {what} ({exc})") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: corrupt {what} ({exc})") from exc
+    with open_image(path, what) as img:
+        width, height = img.size
+        orientation = img.getexif().get(0x0112, 1) if what == "image" else 1
     return (width, height) if orientation in _SWAPS_AXES else (height, width)
 
 

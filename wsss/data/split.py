@@ -11,6 +11,22 @@ import numpy as np
 from wsss.data.images import load_label_map
 from wsss.errors import DataError
 
+#: how every labels file, class list and split list is read, whatever the locale: UTF-8, with or
+#: without the byte-order mark spreadsheets write ("CSV UTF-8")
+TEXT_ENCODING = "utf-8-sig"
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """The text of ``path`` (a labels file, class list, split list or annotations file), read
+    as UTF-8 whatever the locale; a DataError naming the file if it is not UTF-8 text."""
+    try:
+        return path.read_text(encoding=TEXT_ENCODING)
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path}: the {what} is not UTF-8 text ({exc}); save it as UTF-8 (a spreadsheet's "
+            "'CSV UTF-8')"
+        ) from exc
+
 
 @dataclass(frozen=True)
 class Sample:

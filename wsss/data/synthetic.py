@@ -17,7 +17,6 @@ import colorsys
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from wsss.data.datasets import DATASETS, DatasetSettings
 from wsss.data.folder import load_split, write_labels_csv
 from wsss.data.images import save_label_map
 from wsss.data.split import LabelledSplit
+from wsss.io import create_temporary_dir
 
 CLASS_NAMES = ("disc", "block", "triangle", "star", "cross", "boat")
 GENERATOR_VERSION = 1
@@ -339,7 +339,7 @@ def ensure_synthetic_dataset(cache_dir: str | os.PathLike, spec: SyntheticSpec) 
     if (root / "meta.json").is_file():
         return root
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=cache_dir))
+    tmp = create_temporary_dir(root)  # readable by others as the umask allows, unlike mkdtemp
     try:
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()

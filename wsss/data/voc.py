@@ -26,12 +26,12 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 from omegaconf import MISSING
-from PIL import Image
 from tqdm import tqdm
 
 from wsss.data.datasets import DATASETS, DatasetSettings
 from wsss.data.folder import safe_relative
-from wsss.data.split import LabelledSplit, Sample
+from wsss.data.images import open_image
+from wsss.data.split import LabelledSplit, Sample, read_text_file
 from wsss.errors import DataError
 
 VOC_CLASSES = (
@@ -46,7 +46,8 @@ def _read_ids(list_path: Path) -> list[tuple[str, PurePosixPath | None, str]]:
     if not list_path.is_file():
         raise DataError(f"{list_path}: split list not found")
     entries = []
-    for line_no, line in enumerate(list_path.read_text().splitlines(), start=1):
+    lines = read_text_file(list_path, "split list").splitlines()
+    for line_no, line in enumerate(lines, start=1):
         parts = line.split()
         if not parts:
             continue
@@ -65,11 +66,8 @@ def _read_ids(list_path: Path) -> list[tuple[str, PurePosixPath | None, str]]:
 
 def labels_from_mask(path: Path, num_classes: int) -> tuple[int, ...]:
     """0-based class indices present in a label PNG (0 background and 255 ignored)."""
-    try:
-        with Image.open(path) as img:
-            counts = np.bincount(np.asarray(img).ravel(), minlength=256)
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: corrupt or unreadable mask ({exc})") from exc
+    with open_image(path, "mask") as img:
+        counts = np.bincount(np.asarray(img).ravel(), minlength=256)
     present = np.flatnonzero(counts[1:255]) + 1
     if present.size and present.max() > num_classes:
         raise DataError(f"{path}: mask value {int(present.max())} is not a VOC class id (1..20)")

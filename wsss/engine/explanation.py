@@ -50,9 +50,12 @@ class ExplainItem:
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
-def resized(image: np.ndarray, long_side: int | None, resample=Image.BILINEAR) -> np.ndarray:
-    """``image`` (or a label map, with ``Image.NEAREST``) with its long side ``long_side``."""
-    if not long_side:
+def resized(
+    image: np.ndarray, long_side: int | None, resample=Image.BILINEAR, shrink_only=False
+) -> np.ndarray:
+    """``image`` (or a label map, with ``Image.NEAREST``) with its long side ``long_side``
+    (with ``shrink_only``, only when it is longer)."""
+    if not long_side or (shrink_only and max(image.shape[:2]) <= long_side):
         return image
     h, w = image.shape[:2]
     scale = long_side / max(h, w)
@@ -72,20 +75,34 @@ def image_files(path: Path) -> list[tuple[str, Path]]:
     return [(p.relative_to(path).with_suffix("").as_posix(), p) for p in files]
 
 
-def items_from_files(files: Sequence[tuple[str, Path]], long_side: int | None = None):
-    """Explain items of image files (no labels, no masks), read as they are consumed."""
-    return (ExplainItem(image_id, resized(load_image(p), long_side)) for image_id, p in files)
+def items_from_files(
+    files: Sequence[tuple[str, Path]], long_side: int | None = None, max_side: int | None = None
+):
+    """Explain items of image files (no labels, no masks), read as they are consumed, resized
+    to ``long_side``, or else shrunk to at most ``max_side`` (the maps' working resolution:
+    explain's own measurements then stay bounded on large photos)."""
+    for image_id, path in files:
+        yield ExplainItem(image_id, _fitted(load_image(path), long_side, max_side))
 
 
-def items_from_split(split: LabelledSplit, long_side: int | None = None):
-    """Explain items of a split's images with their labels and, when it has them, masks."""
+def items_from_split(
+    split: LabelledSplit, long_side: int | None = None, max_side: int | None = None
+):
+    """Explain items of a split's images with their labels and, when it has them, masks
+    (sized as in :func:`items_from_files`)."""
     for sample in split.samples:
         image = load_image(sample.image_path)
         mask = split.ground_truth(sample, image.shape[:2]) if split.has_masks else None
-        image = resized(image, long_side)
+        image = _fitted(image, long_side, max_side)
         if mask is not None:  # masks follow the image, by nearest neighbour
-            mask = resized(mask, long_side, Image.NEAREST)
+            mask = _fitted(mask, long_side, max_side, Image.NEAREST)
         yield ExplainItem(sample.image_id, image, sample.labels, mask)
+
+
+def _fitted(image, long_side, max_side, resample=Image.BILINEAR) -> np.ndarray:
+    if long_side:
+        return resized(image, long_side, resample)
+    return resized(image, max_side, resample, shrink_only=True)
 
 
 @dataclass

@@ -27,8 +27,8 @@ from wsss.data.images import load_image, save_label_map
 from wsss.data.screen import BadImages
 from wsss.data.split import LabelledSplit, Sample
 from wsss.engine.parallel import default_workers, ordered_map
-from wsss.engine.run_folder import RunFolder
-from wsss.errors import ConfigError, DataError
+from wsss.engine.run_folder import RunFolder, RunLock
+from wsss.errors import ConfigError, DataError, WsssError
 from wsss.export import (
     ExportSettings,
     coco_annotations,
@@ -61,6 +61,8 @@ class GenerationResult:
     #: images left out as unusable (on_bad_image=skip), and images labelled by the classifier
     skipped: int = 0
     predicted_labels: int = 0
+    #: labelled images whose mask holds no pixel of their classes (tiny or degenerate images)
+    empty_masks: int = 0
 
 
 class _ImageReader(Dataset):
@@ -250,14 +252,58 @@ def generate_pseudo_masks(
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     folder = RunFolder(out_dir)
     folder.root.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(folder.root)
+    problem = None
+    if distributed.is_main():  # one rank owns the folder for every rank of the job
+        try:
+            lock.acquire()
+            if folder.check_settings(_fingerprint(predictor, split, export)):
+                folder.remove_partial_files()
+        except WsssError as exc:
+            problem = exc
+    problems = [p for p in distributed.all_gather_object(problem) if p is not None]
+    if problems:
+        lock.release()
+        raise problems[0]
+    try:
+        return _generate(predictor, split, folder, export, batch_size, num_workers, bad, lock)
+    finally:
+        lock.release()
+
+
+def _pending(folder: RunFolder, samples: Sequence[Sample], save_cams: bool) -> list[Sample]:
+    """The samples without a sound record. A damaged record, or one whose mask (or saved maps)
+    is missing or damaged, is reported, deleted and its image redone."""
+    pending, damaged = [], []
+    for sample in samples:
+        if not folder.has_record(sample.image_id):
+            pending.append(sample)
+        elif (problem := folder.check_record(sample.image_id, save_cams)) is not None:
+            log.warning("redoing %s: %s", sample.image_id, problem)
+            folder.record(sample.image_id).unlink(missing_ok=True)
+            damaged.append(sample.image_id)
+            pending.append(sample)
+    if damaged:
+        log.warning("%d damaged records found and redone (first: %s)", len(damaged), damaged[0])
+    return pending
+
+
+def _generate(
+    predictor: MaskPredictor,
+    split: LabelledSplit,
+    folder: RunFolder,
+    export: ExportSettings,
+    batch_size: int,
+    num_workers: int,
+    bad: BadImages | None,
+    lock: RunLock,
+) -> GenerationResult:
     bad = bad or BadImages()
     earlier_skips = list(bad.skipped)
-    if distributed.is_main() and folder.check_settings(_fingerprint(predictor, split, export)):
-        folder.remove_partial_files()
     distributed.barrier()
     rank, world = distributed.rank(), distributed.world_size()
     mine = [s for i, s in enumerate(split.samples) if i % world == rank]
-    pending = [s for s in mine if not folder.has_record(s.image_id)]
+    pending = _pending(folder, mine, export.save_cams)
     if len(pending) < len(mine):
         log.info("resuming: %d of %d images already done", len(mine) - len(pending), len(mine))
     by_path = {str(s.image_path): s.image_id for s in pending}
@@ -278,6 +324,15 @@ def generate_pseudo_masks(
                 prediction.crf_failure,
             )
         mask = prediction.mask
+        empty = bool(prediction.labels) and not np.isin(mask, np.add(prediction.labels, 1)).any()
+        if empty:
+            log.warning(
+                "%s (%dx%d): labelled %s, but its mask holds none of them",
+                sample.image_path,
+                image.shape[1],
+                image.shape[0],
+                [split.class_names[c] for c in prediction.labels],
+            )
         with atomic_path(folder.mask(sample.image_id, create=True)) as tmp:
             save_label_map(tmp, mask)
         coco_id = positions[sample.image_id] + 1
@@ -311,9 +366,11 @@ def generate_pseudo_masks(
                 "labels": list(prediction.labels),
                 "predicted": prediction.probabilities is not None,
                 "crf_failure": prediction.crf_failure,
+                "empty_mask": empty,
                 "scores": _image_scores(split, sample, prediction) if split.has_masks else None,
             },
         )
+        lock.refresh()
         bar.update(1)
     bar.close()
     seconds = time.perf_counter() - start
@@ -336,6 +393,7 @@ def generate_pseudo_masks(
         len(merged.crf_failures),
         len(merged.skipped),
         merged.predicted_labels,
+        merged.empty_masks,
     )
     if merged.confusion is not None:
         write_metrics(folder, result, split.class_names, predictor)
@@ -351,6 +409,7 @@ class MergedRun:
     skipped: list[dict] = field(default_factory=list)
     crf_failures: list[dict] = field(default_factory=list)
     predicted_labels: int = 0
+    empty_masks: int = 0
     confusion: ConfusionMatrix | None = None
     raw_confusion: ConfusionMatrix | None = None
     sweep: ThresholdSweep | None = None
@@ -388,6 +447,7 @@ def merge_records(
         images.append(record["image"])
         annotations += record["annotations"]
         merged.predicted_labels += bool(record.get("predicted"))
+        merged.empty_masks += bool(record.get("empty_mask"))
         if record.get("crf_failure"):
             merged.crf_failures.append(
                 {"image": str(sample.image_path), "error": record["crf_failure"]}

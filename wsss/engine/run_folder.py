@@ -21,10 +21,20 @@ two runs. Every id-derived path is checked to stay inside its folder.
 from __future__ import annotations
 
 import json
+import logging
+import os
+import shutil
+import socket
+import time
+import zipfile
 from pathlib import Path
 
+from PIL import Image
+
 from wsss.errors import ConfigError
-from wsss.io import output_path, write_json
+from wsss.io import create_temporary_file, output_path, write_json
+
+log = logging.getLogger(__name__)
 
 
 class RunFolder:
@@ -102,12 +112,58 @@ class RunFolder:
     def read_record(self, image_id: str) -> dict:
         return json.loads(self.record(image_id).read_text())
 
+    def finished_images(self) -> int:
+        """How many images have a record of finished work (skipped images do not count)."""
+        records = self.root / self.RECORDS
+        count = 0
+        for path in records.rglob("*.json") if records.is_dir() else ():
+            try:
+                count += "skipped" not in json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # a damaged record is no finished work
+        return count
+
+    def check_record(self, image_id: str, with_cams: bool = False) -> str | None:
+        """What is wrong with an image's record and the files it vouches for (its mask, and its
+        maps when ``with_cams``), or None when they are sound."""
+        try:
+            record = self.read_record(image_id)
+        except (OSError, ValueError) as exc:
+            return f"unreadable record ({exc})"
+        if not isinstance(record, dict) or not ({"image", "skipped"} & set(record)):
+            return "record without an image entry"
+        if "skipped" in record:
+            return None
+        paths = [self.mask(image_id)] + ([self.cams(image_id)] if with_cams else [])
+        for path in paths:
+            try:
+                if path.suffix == ".npz":
+                    with zipfile.ZipFile(path) as archive:
+                        broken = archive.testzip()
+                    if broken is not None:
+                        return f"damaged maps {path} ({broken})"
+                else:
+                    with Image.open(path) as img:
+                        img.load()
+            except (OSError, ValueError, zipfile.BadZipFile, SyntaxError) as exc:
+                return f"missing or damaged {path} ({exc})"
+        return None
+
     def check_settings(self, fingerprint: dict) -> bool:
         """Write ``run.json``, or check it against ``fingerprint``; True if the folder holds
-        records of an earlier run with the same settings (which will be reused)."""
+        records of an earlier run with the same settings (which will be reused).
+
+        A folder whose earlier run finished no image (it stopped on bad input, say) does not
+        hold it against new settings: its records of skips are dropped and the run starts
+        afresh."""
         if self.settings.is_file():
             previous = json.loads(self.settings.read_text())
             if previous != json.loads(json.dumps(fingerprint)):
+                if self.finished_images() == 0:
+                    log.info("%s: the earlier run finished no image; starting afresh", self.root)
+                    shutil.rmtree(self.root / self.RECORDS, ignore_errors=True)
+                    write_json(self.settings, fingerprint)
+                    return False
                 changed = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
                 raise ConfigError(
                     f"{self.root} holds an earlier run made with other settings ({changed}); "
@@ -124,3 +180,98 @@ class RunFolder:
         for path in partial:
             path.unlink(missing_ok=True)
         return len(partial)
+
+
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot; Linux), to tell it from a later
+    process that reused its pid; None where unknown."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+class RunLock:
+    """One run at a time in a run folder: ``<run>/.lock`` names its owner (host, pid, process
+    start). A second run refuses to start; a lock left by a run that died is taken over.
+
+    A lock is stale when its owner is on this host and no longer runs (or its pid now belongs to
+    another process), or, for an owner on another host, when it has not been refreshed for
+    ``stale_after`` seconds: a live run refreshes it with every image it finishes.
+    """
+
+    def __init__(self, root: str | Path, stale_after: float = 900.0):
+        self.path = Path(root) / ".lock"
+        self.stale_after = stale_after
+        self.owner = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "process_start": _process_start(os.getpid()),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        self.held = False
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            tmp = create_temporary_file(self.path)
+            tmp.write_text(json.dumps(self.owner))
+            try:
+                os.link(tmp, self.path)  # atomic, and fails if a lock exists
+                self.held = True
+                return
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink(missing_ok=True)
+            holder = self._holder()
+            if not self._stale(holder):
+                who = f"pid {holder.get('pid')} on {holder.get('host')}" if holder else "?"
+                raise ConfigError(
+                    f"{self.path.parent} is in use by another run ({who}, started "
+                    f"{holder.get('started', '?')}); wait for it to finish or write to another "
+                    f"hydra.run.dir. If that run is gone, delete {self.path}"
+                )
+            log.warning("%s: taking over the lock of a run that is gone (%s)", self.path, holder)
+            self.path.unlink(missing_ok=True)
+        raise ConfigError(f"{self.path}: could not take the run folder's lock")
+
+    def _holder(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _stale(self, holder: dict) -> bool:
+        try:
+            age = time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return True
+        if holder.get("host") != self.owner["host"] or "pid" not in holder:
+            return age > self.stale_after
+        pid = int(holder["pid"])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, another user's
+            return False
+        started = holder.get("process_start")
+        return started is not None and _process_start(pid) not in (None, started)
+
+    def refresh(self) -> None:
+        """Tell waiting runs on other hosts that this one is alive."""
+        if self.held:
+            os.utime(self.path)
+
+    def release(self) -> None:
+        if self.held and self._holder() == self.owner:
+            self.path.unlink(missing_ok=True)
+        self.held = False
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,12 +45,23 @@ class TrainSettings:
     weight_decay: float = 1e-4
     schedule: str = "poly"  # poly | cosine
     poly_power: float = 0.9
+    #: the learning rate rises linearly from 0 over this many epochs, then follows the schedule
+    warmup_epochs: float = 0.0
     #: the classifier layer learns this many times faster (IRN uses 10 with a pretrained backbone)
     head_lr_mult: float = 1.0
     crop_size: int = 128
+    #: "rescale": the image is scaled by a factor drawn from ``scale_range``, then a crop_size
+    #: crop is taken (padded where smaller); "resized": a random ``area_range`` share of the
+    #: image (aspect ratio 3/4 to 4/3) is resized to crop_size x crop_size, so every crop sees
+    #: a large part of a photo whatever its size (RandomResizedCrop)
+    crop: str = "rescale"
     scale_range: list[float] = field(default_factory=lambda: [0.7, 1.3])
+    area_range: list[float] = field(default_factory=lambda: [0.4, 1.0])
     hflip: bool = True
+    #: brightness, contrast and saturation jitter (hue a third of it), applied to the crop
     color_jitter: float = 0.3
+    #: validate every this many epochs (and after the last)
+    val_every: int = 1
 
     def validate(self) -> None:
         if self.optimizer not in ("sgd", "adamw"):
@@ -63,6 +75,12 @@ class TrainSettings:
         lo, hi = self.scale_range
         if not 0 < lo <= hi:
             raise ConfigError(f"train.scale_range must satisfy 0 < low <= high, got {lo, hi}")
+        if self.crop not in ("rescale", "resized"):
+            raise ConfigError(f"train.crop must be 'rescale' or 'resized', got {self.crop!r}")
+        if len(self.area_range) != 2 or not 0 < self.area_range[0] <= self.area_range[1] <= 1:
+            raise ConfigError(f"train.area_range must be [low, high] in (0, 1]: {self.area_range}")
+        if self.warmup_epochs < 0 or self.val_every < 1:
+            raise ConfigError("train.warmup_epochs must be >= 0 and train.val_every >= 1")
 
 
 def multi_hot(labels: tuple[int, ...], num_classes: int) -> torch.Tensor:
@@ -81,8 +99,8 @@ def _pad_to(image: torch.Tensor, size: int, offset: tuple[int, int]) -> torch.Te
 
 
 class ClassificationDataset(Dataset):
-    """(image, multi-hot target) pairs. ``train=True``: random rescale, flip, colour jitter and
-    crop to ``crop_size``; otherwise the image is fitted into the crop (aspect kept, padded)."""
+    """(image, multi-hot target) pairs. ``train=True``: a random crop (``settings.crop``), flip
+    and colour jitter; otherwise the image is fitted into the crop (aspect kept, padded)."""
 
     def __init__(self, split: LabelledSplit, settings: TrainSettings, train: bool):
         self.split, self.settings, self.train = split, settings, train
@@ -100,26 +118,52 @@ class ClassificationDataset(Dataset):
         except DataError as exc:  # the loop's BadImages policy decides (see _usable_batch)
             return _Unreadable(str(sample.image_path), str(exc))
         size = self.settings.crop_size
-        if self.train:
-            scale = random.uniform(*self.settings.scale_range)
-        else:
+        if not self.train:
             scale = size / max(image.size)
-        w, h = max(1, round(image.width * scale)), max(1, round(image.height * scale))
-        image = image.resize((w, h), Image.BILINEAR)
-        x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255
-        if self.train:
-            if self.settings.hflip and random.random() < 0.5:
-                x = x.flip(-1)
-            if self.jitter is not None:
-                x = self.jitter(x)
-            # Random crop where larger than the crop, random placement where smaller.
-            top = random.randint(0, max(0, h - size))
-            left = random.randint(0, max(0, w - size))
-            x = x[:, top : top + size, left : left + size]
-            offset = (random.randint(0, size - x.shape[1]), random.randint(0, size - x.shape[2]))
+            w, h = max(1, round(image.width * scale)), max(1, round(image.height * scale))
+            x = _to_tensor(image.resize((w, h), Image.BILINEAR))
+            return _pad_to(x, size, ((size - h) // 2, (size - w) // 2)), self._target(sample)
+        if self.settings.crop == "resized":
+            top, left, h, w = _resized_crop_box(image.height, image.width, self.settings)
+            image = image.resize((size, size), Image.BILINEAR, box=(left, top, left + w, top + h))
         else:
-            offset = ((size - h) // 2, (size - w) // 2)
-        return _pad_to(x, size, offset), multi_hot(sample.labels, self.num_classes)
+            # Rescale, then a random crop where larger than the crop, random placement where
+            # smaller; only the crop is resampled.
+            scale = random.uniform(*self.settings.scale_range)
+            w, h = max(1, round(image.width * scale)), max(1, round(image.height * scale))
+            top, left = random.randint(0, max(0, h - size)), random.randint(0, max(0, w - size))
+            right = min((left + min(w, size)) / scale, image.width)  # (w was rounded)
+            bottom = min((top + min(h, size)) / scale, image.height)
+            box = (left / scale, top / scale, right, bottom)
+            image = image.resize((min(w, size), min(h, size)), Image.BILINEAR, box=box)
+        x = _to_tensor(image)
+        if self.settings.hflip and random.random() < 0.5:
+            x = x.flip(-1)
+        if self.jitter is not None:
+            x = self.jitter(x)
+        offset = (random.randint(0, size - x.shape[1]), random.randint(0, size - x.shape[2]))
+        return _pad_to(x, size, offset), self._target(sample)
+
+    def _target(self, sample) -> torch.Tensor:
+        return multi_hot(sample.labels, self.num_classes)
+
+
+def _to_tensor(image: Image.Image) -> torch.Tensor:
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255
+
+
+def _resized_crop_box(height: int, width: int, s: TrainSettings) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of a random crop covering an ``area_range`` share of the image with an
+    aspect ratio between 3/4 and 4/3 (the whole image if none fits in 10 tries)."""
+    area = height * width
+    for _ in range(10):
+        target = area * random.uniform(*s.area_range)
+        ratio = math.exp(random.uniform(math.log(3 / 4), math.log(4 / 3)))
+        w = round(math.sqrt(target * ratio))
+        h = round(math.sqrt(target / ratio))
+        if 0 < w <= width and 0 < h <= height:
+            return random.randint(0, height - h), random.randint(0, width - w), h, w
+    return 0, 0, height, width
 
 
 @dataclass(frozen=True)
@@ -157,8 +201,12 @@ def _make_optimizer(model: CAMClassifier, s: TrainSettings) -> torch.optim.Optim
     return torch.optim.AdamW(groups, lr=s.lr, weight_decay=s.weight_decay)
 
 
-def _lr_factor(s: TrainSettings, step: int, total: int) -> float:
-    progress = min(step / max(total, 1), 1.0)
+def _lr_factor(s: TrainSettings, step: int, total: int, warmup: int) -> float:
+    """The learning rate's multiplier at ``step`` of ``total``: linear warm-up over ``warmup``
+    steps, then the schedule over the rest."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
     if s.schedule == "poly":
         return (1 - progress) ** s.poly_power
     return 0.5 * (1 + math.cos(math.pi * progress))
@@ -217,8 +265,8 @@ def train_classifier(
 ) -> dict[str, float]:
     """Train ``model`` in place; return the final metrics (``val_map`` when a val split is given).
 
-    ``amp``: mixed precision (float16 with loss scaling on CUDA, bfloat16 on the CPU); on CUDA
-    the model trains in channels-last memory format. ``num_workers``: DataLoader workers.
+    ``amp``: mixed precision (float16 with loss scaling on CUDA, bfloat16 on the CPU). The model
+    trains in channels-last memory format. ``num_workers``: DataLoader workers.
     ``seed``: initial weights are the caller's; this seeds shuffling and augmentation.
 
     The validation mAP is logged after every epoch. An image that cannot be decoded goes to
@@ -261,10 +309,9 @@ def train_classifier(
         pin_memory=device.type == "cuda",
         collate_fn=_usable_batch,
     )
-    model.to(device).train()
-    channels_last = device.type == "cuda"  # faster convolutions, with AMP above all
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    # Channels-last convolutions: 1.1x (a plain CNN) to 2.3x (EfficientNet-Lite0) faster training
+    # on 2 CPU cores, and the fast path for AMP on CUDA.
+    model.to(device).train().to(memory_format=torch.channels_last)
     network: nn.Module = model
     if world > 1:
         network = DistributedDataParallel(
@@ -275,11 +322,14 @@ def train_classifier(
     scaler = torch.amp.GradScaler(device.type, enabled=amp.get("dtype") == torch.float16)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     total, step = settings.epochs * len(loader), 0
+    warmup = round(settings.warmup_epochs * len(loader))
+    train_seconds = val_seconds = 0.0
     metrics: dict[str, float] = {}
     for epoch in range(1, settings.epochs + 1):
         if sampler is not None:
             sampler.set_epoch(epoch)
         running, seen = 0.0, 0
+        start = time.perf_counter()
         bar = tqdm(
             loader,
             desc=f"train epoch {epoch}/{settings.epochs}",
@@ -290,7 +340,7 @@ def train_classifier(
         for images, targets, unreadable in bar:
             for item in unreadable:
                 bad.record(item.path, item.reason)
-            factor = _lr_factor(settings, step, total)
+            factor = _lr_factor(settings, step, total, warmup)
             for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = base * factor
             step += 1
@@ -301,8 +351,7 @@ def train_classifier(
                 loss = sum(p.sum() for p in network.parameters() if p.requires_grad) * 0.0
             else:
                 images = images.to(device, non_blocking=True)
-                if channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
+                images = images.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, **amp):
                     logits = network(images)
                 loss = F.multilabel_soft_margin_loss(logits.float(), targets.to(device))
@@ -315,13 +364,18 @@ def train_classifier(
             bar.set_postfix(loss=f"{running / max(seen, 1):.4f}")
         distributed.broadcast_buffers(model)  # all ranks score (and save) one model
         totals = distributed.all_gather_object((running, seen))
+        train_seconds += time.perf_counter() - start
         metrics = {
             "epoch": epoch,
             "train_loss": sum(r for r, _ in totals) / max(1, sum(n for _, n in totals)),
+            "seconds_per_epoch": round(train_seconds / epoch, 2),
         }
-        if val_split is not None:
+        if val_split is not None and (epoch % settings.val_every == 0 or epoch == settings.epochs):
+            start = time.perf_counter()
             scores, targets = predict_scores(model, val_split, settings, device, bad, num_workers)
             metrics["val_map"] = average_precision(scores, targets).mean
+            val_seconds += time.perf_counter() - start
+        metrics["validation_seconds"] = round(val_seconds, 2)
         log.info(
             "epoch %d/%d  loss %.4f%s",
             epoch,

@@ -27,7 +27,8 @@ def mask_to_rle(mask: np.ndarray) -> dict:
 def mask_to_polygons(mask: np.ndarray, tolerance: float = 0.01) -> list[list[float]]:
     """Outline a binary (H, W) mask as COCO polygons ``[[x1, y1, x2, y2, ...], ...]``.
 
-    One polygon per 8-connected component, each with at least 3 points, in COCO's pixel-edge
+    One polygon per 4-connected region (pixels that touch only at a corner are two regions: an
+    outline cannot pass through a corner), each with at least 3 points, in COCO's pixel-edge
     coordinates (pixel (x, y) covers [x, x + 1] x [y, y + 1]): the outline runs along pixel
     edges, with corners cut by half a pixel, so it rasterises back to the same pixels. Polygons
     cannot carry holes (COCO unions them), so holes are filled. ``tolerance`` (pixels) simplifies
@@ -37,7 +38,7 @@ def mask_to_polygons(mask: np.ndarray, tolerance: float = 0.01) -> list[list[flo
     from skimage.measure import approximate_polygon, find_contours
 
     polygons = []
-    components, count = ndimage.label(mask, structure=np.ones((3, 3)))
+    components, count = ndimage.label(mask)  # 4-connected, as find_contours outlines them
     for index in range(1, count + 1):
         filled = ndimage.binary_fill_holes(components == index)
         # Pad so the outline closes at the border; level 0.5 runs between pixel centres.

@@ -35,14 +35,33 @@ def map_over_image(image: np.ndarray, values: np.ndarray) -> np.ndarray:
     return (0.5 * image + 0.5 * heatmap(values)).astype(np.uint8)
 
 
+def thumbnail(image: np.ndarray, max_side: int, resample: int = Image.BILINEAR) -> np.ndarray:
+    """``image`` (uint8 RGB, a label map with ``Image.NEAREST``, or float32 values) shrunk so its
+    long side is at most ``max_side``."""
+    height, width = image.shape[:2]
+    if max(height, width) <= max_side:
+        return image
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, resample))
+
+
 def overlay_panel(
-    image: np.ndarray, label_map: np.ndarray, cams: np.ndarray, title: str = ""
+    image: np.ndarray,
+    label_map: np.ndarray,
+    cams: np.ndarray,
+    title: str = "",
+    max_side: int = 512,
 ) -> np.ndarray:
-    """Side by side: the image, the mask over it, and the strongest class map over it."""
+    """Side by side: the image, the mask over it, and the strongest class map over it, each at
+    most ``max_side`` pixels on its long side (a 50-megapixel photo makes a small picture)."""
+    strongest = cams.max(axis=0) if len(cams) else np.zeros(label_map.shape, np.float32)
+    image = thumbnail(image, max_side)
+    label_map = thumbnail(label_map, max_side, Image.NEAREST)
+    strongest = thumbnail(strongest.astype(np.float32), max_side)
     mask_rgb = colorize_label_map(label_map)
     shown = (label_map > 0)[..., None]
     with_mask = np.where(shown, 0.45 * image + 0.55 * mask_rgb, image).astype(np.uint8)
-    strongest = cams.max(axis=0) if len(cams) else np.zeros(label_map.shape, np.float32)
     with_map = map_over_image(image, strongest)
     gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
     panel = np.concatenate([image, gap, with_mask, gap, with_map], axis=1)

@@ -110,6 +110,8 @@ def deletion_insertion(
         top = keep.view(1, *cam.shape).to(image.device)
         deleted.append(torch.where(top, blurred, image))
         inserted.append(torch.where(top, image, blurred))
-    p = probability(torch.stack(deleted + inserted)).cpu().numpy()
+    views = deleted + inserted  # scored a few at a time: a large image makes large batches
+    p = torch.cat([probability(torch.stack(views[i : i + 4])) for i in range(0, len(views), 4)])
+    p = p.cpu().numpy()
     x = np.linspace(0, 1, steps + 1)
     return float(np.trapezoid(p[: steps + 1], x)), float(np.trapezoid(p[steps + 1 :], x))
