@@ -1,4 +1,5 @@
-"""Speed of the CAM family on torchvision ResNet-50, against pytorch-grad-cam, in one run.
+"""Speed of the CAM family on torchvision ResNet-50 (or a ViT), against pytorch-grad-cam, in one
+run.
 
 The work WSSS does: maps for every labelled class of every image. Here: a batch of 8 random
 224x224 images, 2 target classes each, target layer ``layer4``, random (seeded) weights.
@@ -13,6 +14,9 @@ only (one forward per channel: 2,048 per image for ResNet-50).
 
     python scripts/bench_cams.py                      # about 8 minutes on 2 CPU cores
     python scripts/bench_cams.py --score-images 0     # gradient methods only, about 1 minute
+    python scripts/bench_cams.py --arch vit_small_patch16_224 --score-images 0
+        # a ViT-S/16 (timm, random weights) at its last block; pytorch-grad-cam gets the
+        # reshape_transform its tutorial writes for ViTs, wsss finds the token grid itself
 """
 
 from __future__ import annotations
@@ -38,14 +42,34 @@ REFERENCE_CLASSES = {
 }
 
 
-def reference_maps(model, images, targets, method: str, batch_size: int):
+def build(arch: str) -> tuple[torch.nn.Module, torch.nn.Module, object]:
+    """(model, target layer, pytorch-grad-cam reshape_transform or None): a torchvision ResNet
+    at ``layer4``, or a timm ViT at its last block (before the final norm) with the
+    reshape_transform pytorch-grad-cam's tutorial writes for it."""
+    if arch.startswith(("vit_", "deit_")):
+        import timm
+
+        model = timm.create_model(arch).eval()
+        prefix = model.num_prefix_tokens
+
+        def reshape_transform(tensor):
+            side = int((tensor.shape[1] - prefix) ** 0.5)
+            grid = tensor[:, prefix:].reshape(tensor.shape[0], side, side, tensor.shape[2])
+            return grid.permute(0, 3, 1, 2)
+
+        return model, model.blocks[-1], reshape_transform
+    model = torchvision.models.get_model(arch).eval()
+    return model, model.layer4, None
+
+
+def reference_maps(model, layer, reshape, images, targets, method: str, batch_size: int):
     """pytorch-grad-cam: one call per target rank (its API takes one class per image)."""
     import pytorch_grad_cam
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     cam_class = getattr(pytorch_grad_cam, REFERENCE_CLASSES[method])
     outputs = []
-    with cam_class(model=model, target_layers=[model.layer4]) as cam:
+    with cam_class(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
         if method == "scorecam":
             cam.batch_size = batch_size
         for rank in range(len(targets[0])):
@@ -75,11 +99,13 @@ def main() -> None:
     parser.add_argument("--score-batch", type=int, default=16)
     parser.add_argument("--top-channels", type=int, default=256)
     parser.add_argument("--no-reference", action="store_true", help="skip pytorch-grad-cam")
-    parser.add_argument("--arch", default="resnet50", help="a torchvision ResNet")
+    parser.add_argument(
+        "--arch", default="resnet50", help="a torchvision ResNet, or a timm ViT/DeiT by name"
+    )
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    model = torchvision.models.get_model(args.arch).eval()
+    model, layer, reshape = build(args.arch)
     images = torch.rand(args.batch, 3, args.size, args.size)
     rng = np.random.default_rng(0)
     targets = [rng.choice(1000, args.classes, replace=False).tolist() for _ in range(args.batch)]
@@ -119,10 +145,14 @@ def main() -> None:
     for method in GRADIENT_METHODS:
         fns = [
             lambda: plain_forward(images),
-            lambda m=method: compute_cams(model, images, targets, m, model.layer4),
+            lambda m=method: compute_cams(model, images, targets, m, layer),
         ]
         if reference:
-            fns.append(lambda m=method: reference_maps(model, images, targets, m, args.score_batch))
+            fns.append(
+                lambda m=method: reference_maps(
+                    model, layer, reshape, images, targets, m, args.score_batch
+                )
+            )
         times, results = interleaved(fns, args.repeats)
         if reference:
             diff = float(
@@ -144,13 +174,15 @@ def main() -> None:
             sub_images,
             sub_targets,
             "scorecam",
-            model.layer4,
+            layer,
             score_batch_size=args.score_batch,
         )
         seconds = time.perf_counter() - start
         if reference:
             start = time.perf_counter()
-            ref = reference_maps(model, sub_images, sub_targets, "scorecam", args.score_batch)
+            ref = reference_maps(
+                model, layer, reshape, sub_images, sub_targets, "scorecam", args.score_batch
+            )
             ref_seconds = time.perf_counter() - start
             diff = float(np.abs(scaled_like_reference(maps, sub_images.shape[2:]) - ref).max())
             row("scorecam", seconds, n, sub_forward, ref_seconds, diff)
@@ -162,7 +194,7 @@ def main() -> None:
             sub_images,
             sub_targets,
             "scorecam",
-            model.layer4,
+            layer,
             score_batch_size=args.score_batch,
             top_channels=args.top_channels,
         )

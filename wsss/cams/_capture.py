@@ -58,9 +58,12 @@ class LayerCapture:
         self._handle = None
 
     def _hook(self, module: nn.Module, inputs, output):
-        if not isinstance(output, torch.Tensor) or output.ndim != 4:
+        if not isinstance(output, torch.Tensor) or output.ndim not in (3, 4):
             shape = getattr(output, "shape", type(output).__name__)
-            raise ValueError(f"target layer must output a (B, C, h, w) feature map, got {shape}")
+            raise ValueError(
+                "target layer must output a (B, C, h, w) map, (B, h, w, C) or (B, N, C) tokens, "
+                f"got {shape}"
+            )
         if not self.differentiable:
             self.activation = output.detach()
             return None

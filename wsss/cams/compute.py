@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from wsss.cams.methods import CAM_METHODS, CamSettings
+from wsss.cams.tokens import Reshape
 from wsss.cams.tta import CamMethod
 from wsss.errors import WsssError
 
@@ -35,6 +36,7 @@ def compute_cams(
     targets: Sequence[Sequence[int]],
     method: str = "gradcam",
     target_layer: nn.Module | str | None = None,
+    reshape: Reshape | None = None,
     **options,
 ) -> list[torch.Tensor]:
     """Class activation maps of any classifier, for each image's target classes.
@@ -47,7 +49,12 @@ def compute_cams(
         method: one of :data:`METHODS`. ``"cam"`` needs a wsss CAMClassifier (it reads the
             classifier weights); the others work on any model.
         target_layer: the module (or its dotted name) whose output is the feature map. Defaults
-            to ``model.backbone`` for a wsss CAMClassifier.
+            to ``model.backbone`` for a wsss CAMClassifier. Its output may be (B, C, h, w),
+            channels-last (B, h, w, C) as Swin's, or (B, N, C) tokens as a ViT's, whose grid
+            and class / distillation / register tokens are found from the model (timm's
+            ``num_prefix_tokens`` and ``patch_embed``).
+        reshape: a callable turning the layer's output into (B, C, h, w), for layouts the
+            model does not describe (as pytorch-grad-cam's ``reshape_transform``).
         options: the method's own options, e.g. ``score_batch_size`` (masked images per forward
             pass) and ``top_channels`` (score just the N most active channels) for Score-CAM.
 
@@ -59,11 +66,14 @@ def compute_cams(
     were, and no hook remains attached. Gradient methods backpropagate only from the scores to
     the target layer.
     """
-    return method_settings(method, **options).compute(model, images, targets, target_layer)
+    settings = method_settings(method, **options)
+    return settings.compute(model, images, targets, target_layer, reshape)
 
 
-def cam_method(model: nn.Module, method: str, target_layer=None, **options) -> CamMethod:
+def cam_method(
+    model: nn.Module, method: str, target_layer=None, reshape: Reshape | None = None, **options
+) -> CamMethod:
     """``compute_cams`` bound to a model and method: ``f(images, targets) -> maps``, the form
     the test-time augmentation (:func:`~wsss.cams.multiscale_cams`) takes."""
     settings = method_settings(method, **options)
-    return lambda images, targets: settings.compute(model, images, targets, target_layer)
+    return lambda images, targets: settings.compute(model, images, targets, target_layer, reshape)

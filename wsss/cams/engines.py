@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsss.cams._capture import LayerCapture
+from wsss.cams.tokens import Reshape, feature_map
 
 #: f(A, G) -> maps before ReLU: A (C, h, w) activation, G (n, C, h, w) gradients of n classes
 GradientFormula = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -70,14 +71,21 @@ def gradient_cams(
     targets: Sequence[Sequence[int]],
     layer: nn.Module,
     formula: GradientFormula,
+    reshape: Reshape | None = None,
 ) -> list[torch.Tensor]:
-    """One forward pass for the batch; one backward (through the head only) per target rank."""
+    """One forward pass for the batch; one backward (through the head only) per target rank.
+    A token or channels-last layer output is laid out as a map (:func:`feature_map`), its
+    gradient alike."""
     with LayerCapture(layer, differentiable=True) as capture, torch.no_grad():
         scores = class_scores(model, images)
     activation = capture.take()
     check_targets(targets, len(images), scores.shape[1])
     if not scores.requires_grad:
         raise ValueError("the class scores do not depend on the target layer's output")
+
+    def to_map(tensor: torch.Tensor) -> torch.Tensor:
+        return feature_map(tensor, model, tuple(images.shape[2:]), reshape, layer)
+
     rounds = max((len(t) for t in targets), default=0)
     gradients: list[list[torch.Tensor]] = [[] for _ in targets]
     for j in range(rounds):
@@ -88,9 +96,10 @@ def gradient_cams(
         with torch.enable_grad():  # the caller may be inside no_grad()
             total = scores[rows, cols].sum()
         (grad,) = torch.autograd.grad(total, activation, retain_graph=j < rounds - 1)
+        grad = to_map(grad)
         for i in rows:
             gradients[i].append(grad[i])
-    activation = activation.detach()
+    activation = to_map(activation.detach())
     maps = []
     for i, classes in enumerate(targets):
         if not classes:
@@ -107,6 +116,7 @@ def score_cams(
     layer: nn.Module,
     batch_size: int,
     top_channels: int | None,
+    reshape: Reshape | None = None,
 ) -> list[torch.Tensor]:
     """Score-CAM, all target classes of an image scored by the same masked forward passes.
 
@@ -120,7 +130,7 @@ def score_cams(
     height, width = images.shape[2:]
     with LayerCapture(layer) as capture, torch.inference_mode():
         logits = class_scores(model, images)
-        activations = capture.take()
+        activations = feature_map(capture.take(), model, (height, width), reshape, layer)
         baseline = class_scores(model, torch.zeros_like(images[:1]))[0]
     check_targets(targets, len(images), logits.shape[1])
     maps = []

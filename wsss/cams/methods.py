@@ -26,6 +26,7 @@ from wsss.cams.engines import (
     gradient_cams,
     score_cams,
 )
+from wsss.cams.tokens import Reshape
 from wsss.errors import ConfigError
 from wsss.registry import Registry
 
@@ -78,9 +79,11 @@ class CamSettings:
         images: torch.Tensor,
         targets: Sequence[Sequence[int]],
         layer: nn.Module | None,
+        reshape: Reshape | None = None,
     ) -> list[torch.Tensor]:
         """Raw maps (after ReLU, at the layer's resolution), one (len(targets[i]), h, w)
-        tensor per image. ``model`` is in eval mode; ``layer`` is resolved."""
+        tensor per image. ``model`` is in eval mode; ``layer`` is resolved; ``reshape`` lays a
+        token output out as a map (None: :func:`~wsss.cams.tokens.feature_map` finds how)."""
         raise NotImplementedError
 
     def compute(
@@ -89,6 +92,7 @@ class CamSettings:
         images: torch.Tensor,
         targets: Sequence[Sequence[int]],
         target_layer: nn.Module | str | None = None,
+        reshape: Reshape | None = None,
     ) -> list[torch.Tensor]:
         """:meth:`maps` with the checks and guarantees of :func:`~wsss.cams.compute_cams`
         (``target_layer`` overrides :attr:`target_layer`)."""
@@ -103,7 +107,7 @@ class CamSettings:
                 spec = model.backbone
             layer = resolve_layer(model, spec)
         with preserved_modes(model):
-            return self.maps(model, images, targets, layer)
+            return self.maps(model, images, targets, layer, reshape)
 
     def bind(self, model: nn.Module) -> Callable[[torch.Tensor, Sequence[Sequence[int]]], list]:
         """``f(images, targets) -> maps`` for ``model``: the form
@@ -121,7 +125,7 @@ class ClassifierCam(CamSettings):
     method: str = "cam"
     needs_layer: ClassVar[bool] = False
 
-    def maps(self, model, images, targets, layer):
+    def maps(self, model, images, targets, layer, reshape=None):
         return class_activation_maps(model, images, targets)
 
 
@@ -135,8 +139,9 @@ class GradientCam(CamSettings):
 
     method: str = "gradcam"
 
-    def maps(self, model, images, targets, layer):
-        return gradient_cams(model, images, targets, layer, GRADIENT_FORMULAS[self.method])
+    def maps(self, model, images, targets, layer, reshape=None):
+        formula = GRADIENT_FORMULAS[self.method]
+        return gradient_cams(model, images, targets, layer, formula, reshape)
 
 
 def gradient_method(name: str) -> Callable[[GradientFormula], GradientFormula]:
@@ -212,5 +217,6 @@ class ScoreCam(CamSettings):
         if self.score_batch_size < 1 or (self.top_channels is not None and self.top_channels < 1):
             raise ConfigError("cam.score_batch_size and cam.top_channels must be >= 1")
 
-    def maps(self, model, images, targets, layer):
-        return score_cams(model, images, targets, layer, self.score_batch_size, self.top_channels)
+    def maps(self, model, images, targets, layer, reshape=None):
+        options = (self.score_batch_size, self.top_channels)
+        return score_cams(model, images, targets, layer, *options, reshape)

@@ -26,7 +26,9 @@ class Normalized(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model((x - self.mean) / self.std)
+        from wsss.cams.tokens import fit_to_patches
+
+        return self.model(fit_to_patches((x - self.mean) / self.std, self.model))
 
 
 def _is_checkpoint_file(weights: str | None) -> bool:
@@ -78,13 +80,14 @@ def timm_classifier(name: str, weights: str | None) -> tuple[Normalized, list[st
     file, or None (random weights).
     """
     try:
-        import timm
         from timm.data import ImageNetInfo
     except ImportError as exc:
         raise MissingDependencyError("timm models need timm: pip install -e '.[timm]'") from exc
+    from wsss.models.backbones import create_timm_model
+
     checkpoint = weights if _is_checkpoint_file(weights) else ""
     try:
-        model = timm.create_model(name, pretrained=weights == "DEFAULT", checkpoint_path=checkpoint)
+        model = create_timm_model(name, weights == "DEFAULT", checkpoint_path=checkpoint)
     except RuntimeError as exc:  # unknown model name, unreachable hub, bad checkpoint
         raise ConfigError(f"timm model {name!r}: {exc}") from exc
     if model.num_classes == 1000:
@@ -92,6 +95,7 @@ def timm_classifier(name: str, weights: str | None) -> tuple[Normalized, list[st
         names = [info.index_to_description(i).split(",")[0] for i in range(1000)]
     else:
         names = [f"class_{i}" for i in range(model.num_classes)]
+    # The last feature stage: for a ViT or DeiT the last block's output, before the final norm.
     layer = model.feature_info[-1]["module"]
     config = model.pretrained_cfg
     return Normalized(model, config["mean"], config["std"]), names, layer

