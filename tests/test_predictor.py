@@ -81,7 +81,7 @@ def test_refinement_runs_in_process_as_in_the_workers(model):
     image = np.random.default_rng(3).integers(0, 255, (48, 48, 3), np.uint8)
     predictor = MaskPredictor(model, ClassifierCam(scales=[1.0]), crf=CRFSettings())
     refined = predictor.predict(image, [0, 5])
-    unrefined = predictor.predict(image, [0, 5], refine=False)
+    unrefined = predictor.predict(image, [0, 5], crf=False)
     assert unrefined.refined is None
-    worker = refine_or_fail(predictor.refine_job(image, unrefined))
+    worker = refine_or_fail(predictor.crf_job(image, unrefined))
     assert np.array_equal(refined.mask, worker) and refined.mask.shape == (48, 48)

@@ -22,12 +22,13 @@ from omegaconf import MISSING
 
 from wsss.cams import CAM_METHODS, CamSettings
 from wsss.data import DATASETS, DatasetSettings
+from wsss.engine.affinity import AffinitySettings
 from wsss.engine.explanation import ExplainSettings
 from wsss.engine.segmentation import SegmentationSettings
 from wsss.engine.training import TrainSettings
 from wsss.errors import ConfigError
 from wsss.export import ExportSettings
-from wsss.masks import CRFSettings, ThresholdSettings
+from wsss.masks import REFINERS, CRFSettings, RefineSettings, ThresholdSettings
 from wsss.models import ModelSpec
 
 
@@ -69,6 +70,7 @@ class GenerateMasksCommand(ClassifierCommand):
 
     cam: CamSettings = MISSING
     mask: ThresholdSettings = MISSING
+    refine: RefineSettings | None = None
     crf: CRFSettings | None = None
     export: ExportSettings = MISSING
     split: str = "eval"  # the split to label; its masks, when present, score the result
@@ -93,6 +95,15 @@ class ExplainCommand(ExplainSettings, ClassifierCommand):
     split: str = "eval"
     limit: int | None = None  # explain only the first N images
     image_size: int | None = None  # resize so the long side is this many pixels
+
+
+@dataclass
+class TrainAffinityCommand(ClassifierCommand):
+    """``python -m wsss.train_affinity``."""
+
+    affinity: AffinitySettings = MISSING
+    seeds: str | None = None  # a generate_masks run folder (crf=dense, label mode) of `split`
+    split: str = "train"
 
 
 @dataclass
@@ -123,6 +134,7 @@ COMMANDS = (
     ExplainCommand,
     EvaluateCommand,
     TrainSegmentationCommand,
+    TrainAffinityCommand,
 )
 GROUP_SCHEMAS = (
     ModelSpec,
@@ -131,13 +143,14 @@ GROUP_SCHEMAS = (
     CRFSettings,
     ExportSettings,
     SegmentationSettings,
+    AffinitySettings,
 )
 
 
 def schemas() -> list[type]:
     """Every class registered with Hydra: commands, groups, and the registries' entries."""
     classes = [*COMMANDS, *GROUP_SCHEMAS]
-    for registry in (DATASETS, CAM_METHODS):
+    for registry in (DATASETS, CAM_METHODS, REFINERS):
         classes += [cls for _, cls in registry.items()]
     return list(dict.fromkeys(classes))
 

@@ -47,6 +47,7 @@ def run_summary(
     if result.confusion is not None:
         best_threshold, best_miou = result.sweep.best
         summary.update(
+            mask_rule=mask.rule,
             bg_threshold=mask.bg_threshold,
             miou=round((result.raw_confusion or result.confusion).miou, 4),
             uncertain_pixel_fraction=round(result.confusion.uncertain_fraction, 4),
@@ -68,6 +69,12 @@ def run_summary(
     return summary
 
 
+def _rule_name(s: dict) -> str:
+    if s.get("mask_rule", "fixed") == "fixed":
+        return f"mIoU at bg_threshold {s['bg_threshold']:.2f}"
+    return f"mIoU with the {s['mask_rule']} rule"
+
+
 def summary_table(s: dict) -> str:
     trained = " (trained in this run)" if s["trained_in_this_run"] else ""
     val_map = s["classifier_val_map"]
@@ -78,7 +85,7 @@ def summary_table(s: dict) -> str:
     ]
     if "miou" in s:
         rows += [
-            (f"mIoU at bg_threshold {s['bg_threshold']:.2f}", f"{s['miou']:.4f}"),
+            (_rule_name(s), f"{s['miou']:.4f}"),
             (
                 f"mIoU at best threshold {s['best_threshold']:.2f}",
                 f"{s['best_threshold_miou']:.4f}  (tuned on ground truth: an upper bound)",
@@ -117,6 +124,7 @@ def run(config: GenerateMasksCommand, out: Path) -> float | None:
         config.cam,
         config.mask,
         config.crf,
+        refine=config.refine,
         device=device,
         amp=config.amp,
         label_threshold=config.predict_labels,
@@ -135,7 +143,7 @@ def run(config: GenerateMasksCommand, out: Path) -> float | None:
         return None
     summary = run_summary(
         result,
-        config.mask,
+        predictor.rule,
         config.crf,
         config.predict_labels,
         classifier.metrics.get("val_map"),

@@ -129,7 +129,7 @@ def predictions(
         images = [image for _, image in batch]
         labels = [samples[i].labels for i, _ in batch]
         names = [samples[i].image_path for i, _ in batch]
-        found = predictor.predict_batch(images, labels, refine=False, names=names)
+        found = predictor.predict_batch(images, labels, crf=False, names=names)
         for (index, image), prediction in zip(batch, found, strict=True):
             yield _Item(index, image, prediction)
 
@@ -145,7 +145,7 @@ def _with_crf(items: Iterator[_Item], predictor: MaskPredictor) -> Iterator[_Ite
     def jobs():
         for item in items:
             in_flight.append(item)
-            yield predictor.refine_job(item.image, item.prediction)
+            yield predictor.crf_job(item.image, item.prediction)
 
     workers = predictor.crf.workers or default_workers()
     for refined in ordered_map(refine_or_fail, jobs(), workers):
@@ -182,6 +182,7 @@ def _fingerprint(predictor: MaskPredictor, split: LabelledSplit, export: ExportS
     exported.pop("overlays")
     settings = {
         "cam": asdict(predictor.cam),
+        "refine": asdict(predictor.refiner) if predictor.refiner else None,
         "mask": asdict(predictor.mask),
         "crf": crf,
         "export": exported,
@@ -501,8 +502,9 @@ def write_metrics(
     metrics = {
         "masks_on_disk": result.confusion.summary(class_names),
         "fixed_threshold": {
-            "bg_threshold": predictor.mask.bg_threshold,
-            "fg_threshold": predictor.mask.fg_threshold,
+            "rule": predictor.rule.rule,
+            "bg_threshold": predictor.rule.bg_threshold,
+            "fg_threshold": predictor.rule.fg_threshold,
             **threshold_rule.summary(class_names),
         },
         "crf": asdict(predictor.crf) if predictor.crf else None,
@@ -512,6 +514,6 @@ def write_metrics(
     }
     write_json(folder.metrics, metrics)
     with atomic_path(folder.sweep_plot) as tmp:
-        result.sweep.save_plot(tmp, fixed_threshold=predictor.mask.bg_threshold)
+        result.sweep.save_plot(tmp, fixed_threshold=predictor.rule.bg_threshold)
     result.outputs["metrics"] = str(folder.metrics)
     result.outputs["sweep_plot"] = str(folder.sweep_plot)

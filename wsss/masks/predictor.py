@@ -13,7 +13,7 @@ image's size (bilinear), the CRF's label map too (nearest), so masks are at the 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from wsss.cams import CamSettings, multiscale_cams, normalize_cams, upsample_cam
 from wsss.devices import autocast_settings
 from wsss.errors import ConfigError, DataError
 from wsss.masks.crf import CRFFailure, CRFSettings, refine_or_fail
+from wsss.masks.refine import RefineSettings
 from wsss.masks.threshold import ThresholdSettings
 
 
@@ -61,12 +62,15 @@ def working_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]
 
 
 class MaskPredictor:
-    """Maps, label map and refined mask of images, for a classifier and the ``cam``, ``mask``
-    and ``crf`` settings.
+    """Maps, label map and refined mask of images, for a classifier and the ``cam``, ``mask``,
+    ``refine`` and ``crf`` settings.
 
     ``model`` maps (B, 3, H, W) RGB floats in [0, 1] to (B, K) scores (a wsss classifier, or any
-    classifier with ``cam.target_layer`` set). ``label_threshold``: images given without labels
-    get the classes whose sigmoid probability is at least this (None: an error).
+    classifier with ``cam.target_layer`` set). ``refine``: a map refiner (PAR, IRN's random
+    walk) applied to the maps at the working resolution; the label map is then made from the
+    refined maps, with the refiner's ``bg_threshold`` when it sets one. ``label_threshold``:
+    images given without labels get the classes whose sigmoid probability is at least this
+    (None: an error).
     """
 
     def __init__(
@@ -76,14 +80,19 @@ class MaskPredictor:
         mask: ThresholdSettings | None = None,
         crf: CRFSettings | None = None,
         *,
+        refine: RefineSettings | None = None,
         device: torch.device | str = "cpu",
         amp: bool = False,
         label_threshold: float | None = None,
     ):
         self.cam, self.mask, self.crf = cam, mask or ThresholdSettings(), crf
-        for settings in (self.cam, self.mask, self.crf):
+        self.refiner = refine
+        for settings in (self.cam, self.mask, self.crf, self.refiner):
             if settings is not None:
                 settings.validate()
+        self.rule = self.mask
+        if refine is not None and refine.bg_threshold is not None:
+            self.rule = replace(self.mask, rule="fixed", bg_threshold=refine.bg_threshold)
         if label_threshold is not None and not 0.0 < label_threshold < 1.0:
             raise ConfigError(f"predict_labels must be in (0, 1), got {label_threshold}")
         self.label_threshold = label_threshold
@@ -109,12 +118,21 @@ class MaskPredictor:
         return batch.contiguous(memory_format=torch.channels_last)
 
     def _maps(self, batch: torch.Tensor, classes, size: tuple[int, int]) -> list[np.ndarray]:
+        """Normalised maps at the working resolution, refined when a refiner is set, then
+        upsampled to ``size``."""
         autocast = autocast_settings(self.amp, self.device)
         with torch.autocast(self.device.type, **autocast):
             summed = multiscale_cams(
                 self._method, batch, [list(c) for c in classes], self.cam.scales, self.cam.flip
             )
-        return [upsample_cams(normalize_cams(maps.float()), size).cpu().numpy() for maps in summed]
+        maps = [normalize_cams(m.float()).cpu() for m in summed]
+        if self.refiner is not None:
+            pictures = batch.mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+            maps = [
+                torch.from_numpy(self.refiner.refine(picture, m.numpy(), c))
+                for picture, m, c in zip(pictures, maps, classes, strict=True)
+            ]
+        return [upsample_cams(m, size).numpy() for m in maps]
 
     @torch.no_grad()
     def _chosen_labels(self, batch: torch.Tensor) -> list[tuple[tuple[int, ...], tuple]]:
@@ -128,20 +146,21 @@ class MaskPredictor:
     def maps(
         self, images: Sequence[np.ndarray], classes: Sequence[Sequence[int]]
     ) -> list[np.ndarray]:
-        """Normalised maps (len(classes[i]), H, W) of each same-size uint8 image."""
+        """Normalised maps (len(classes[i]), H, W) of each same-size uint8 image (refined,
+        when a refiner is set)."""
         return self._maps(self._batch(images), classes, images[0].shape[:2])
 
     def predict_batch(
         self,
         images: Sequence[np.ndarray],
         labels: Sequence[Sequence[int] | None],
-        refine: bool = True,
+        crf: bool = True,
         names: Sequence[object] | None = None,
     ) -> list[MaskPrediction]:
         """Predict same-size uint8 (H, W, 3) images. ``labels[i]``: 0-based classes, or empty /
         None for the classifier to choose (needs ``label_threshold``; ``names[i]`` names the
-        image in that error). ``refine=False`` leaves the CRF to the caller (see
-        :meth:`refine`)."""
+        image in that error). ``crf=False`` leaves the CRF to the caller (see
+        :meth:`apply_crf`)."""
         batch = self._batch(images)
         labels = [tuple(classes or ()) for classes in labels]
         probabilities: list[tuple | None] = [None] * len(images)
@@ -155,24 +174,24 @@ class MaskPredictor:
                 labels[i], probabilities[i] = classes, probs
         maps = self._maps(batch, labels, images[0].shape[:2])
         predictions = [
-            MaskPrediction(classes, cams, self.mask.label_map(cams, classes), probs)
+            MaskPrediction(classes, cams, self.rule.label_map(cams, classes), probs)
             for classes, cams, probs in zip(labels, maps, probabilities, strict=True)
         ]
-        if refine and self.crf is not None:
-            predictions = [self.refine(im, p) for im, p in zip(images, predictions, strict=True)]
+        if crf and self.crf is not None:
+            predictions = [self.apply_crf(im, p) for im, p in zip(images, predictions, strict=True)]
         return predictions
 
     def predict(
-        self, image: np.ndarray, labels: Sequence[int] | None = None, refine: bool = True
+        self, image: np.ndarray, labels: Sequence[int] | None = None, crf: bool = True
     ) -> MaskPrediction:
         """Predict one uint8 (H, W, 3) image (see :meth:`predict_batch`)."""
-        return self.predict_batch([image], [labels], refine)[0]
+        return self.predict_batch([image], [labels], crf)[0]
 
-    def refine(self, image: np.ndarray, prediction: MaskPrediction) -> MaskPrediction:
+    def apply_crf(self, image: np.ndarray, prediction: MaskPrediction) -> MaskPrediction:
         """``prediction`` with its CRF-refined label map (or the failure) filled in."""
-        return with_refinement(prediction, refine_or_fail(self.refine_job(image, prediction)))
+        return with_refinement(prediction, refine_or_fail(self.crf_job(image, prediction)))
 
-    def refine_job(self, image: np.ndarray, prediction: MaskPrediction) -> tuple:
+    def crf_job(self, image: np.ndarray, prediction: MaskPrediction) -> tuple:
         """The picklable arguments of :func:`~wsss.masks.crf.refine_or_fail`, for a worker: the
         image and its maps at the working resolution, where the CRF runs."""
         size = working_size(image.shape[:2], self.cam.max_side)

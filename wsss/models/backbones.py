@@ -2,9 +2,10 @@
 
 Contract of a registered factory: ``factory(pretrained=None, **kwargs) -> nn.Module`` whose
 ``forward(x)`` maps a normalised (B, 3, H, W) float batch to a (B, C, H/s, W/s) feature map, and
-which has the attributes ``out_channels`` (C) and ``output_stride`` (s). ``pretrained`` is
-``None`` (random init), the name of a torchvision weight enum member (``"DEFAULT"``,
-``"IMAGENET1K_V1"``, ...) or the path of a local state-dict file.
+which has the attributes ``out_channels`` (C) and ``output_stride`` (s), and a method
+``feature_levels()`` listing its modules from fine to coarse (IRN's boundary heads read them).
+``pretrained`` is ``None`` (random init), the name of a torchvision weight enum member
+(``"DEFAULT"``, ``"IMAGENET1K_V1"``, ...) or the path of a local state-dict file.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def create_backbone(name: str, pretrained: str | None = None, **kwargs) -> nn.Mo
     for attr in ("out_channels", "output_stride"):
         if not isinstance(getattr(module, attr, None), int):
             raise TypeError(f"backbone {name!r} does not define an int {attr!r}")
+    if not callable(getattr(module, "feature_levels", None)):
+        raise TypeError(f"backbone {name!r} does not define feature_levels()")
     return module
 
 
@@ -107,6 +110,9 @@ class SmallCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
+    def feature_levels(self) -> list[nn.Module]:
+        return [self.features[1], self.features[3], self.features[6]]
+
 
 @register_backbone("smallcnn")
 def smallcnn(pretrained: str | None = None, width: int = 32, freeze_bn: bool = False) -> nn.Module:
@@ -134,6 +140,9 @@ class ResNetFeatures(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def feature_levels(self) -> list[nn.Module]:
+        return [self.stem, self.layer1, self.layer2, self.layer3, self.layer4]
 
 
 def _torchvision_weights(arch: str, pretrained: str):
@@ -273,6 +282,10 @@ class TimmFeatures(nn.Module):
         self.output_stride = measured
         self.input_mean = tuple(cfg.get("mean", IMAGENET_MEAN))
         self.input_std = tuple(cfg.get("std", IMAGENET_STD))
+
+    def feature_levels(self) -> list[nn.Module]:
+        """The stages timm lists in ``feature_info``."""
+        return [self.model.get_submodule(f["module"]) for f in self.model.feature_info]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from wsss.cams.tokens import feature_map, fit_to_patches

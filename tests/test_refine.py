@@ -1,0 +1,152 @@
+"""Map refiners: PAR, IRN's affinities and random walk (against a dense reference), training
+the boundary network, and both through the pipeline and the commands."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from test_cli import GENERATE_TINY, TINY, run
+
+from wsss.cams import ClassifierCam
+from wsss.errors import CheckpointError
+from wsss.masks import IrnSettings, MaskPredictor, ParSettings
+from wsss.masks.affinity import (
+    BoundaryNet,
+    line,
+    load_affinity,
+    path_affinities,
+    random_walk,
+    save_affinity,
+    transition_matrix,
+)
+from wsss.masks.refine import par_affinity
+from wsss.models import ModelSpec, create_classifier
+
+
+def _square_scene():
+    """A red square on a grey image, and a map that covers only its left part."""
+    image = np.full((64, 64, 3), 120, np.uint8)
+    image[16:48, 16:48] = (220, 30, 30)
+    cams = np.zeros((1, 64, 64), np.float32)
+    cams[0, 24:40, 18:30] = 1.0
+    return image, cams, np.pad(np.ones((32, 32), bool), 16)
+
+
+def test_par_affinity_rows_sum_to_one_plus_w2():
+    image = torch.rand(3, 20, 24)
+    affinity, offsets = par_affinity(image, [1, 2, 4], w1=0.3, w2=0.01)
+    assert affinity.shape == (24, 20, 24) and len(offsets) == 24
+    assert torch.allclose(affinity.sum(0), torch.full((20, 24), 1.01), atol=1e-5)
+
+
+def test_par_spreads_a_map_over_its_object_and_not_beyond():
+    image, cams, square = _square_scene()
+    refined = ParSettings(scale=1.0).refine(image, cams, [0])[0]
+    assert refined.max() == pytest.approx(1.0)
+    before = (cams[0] >= 0.3)[square].mean()
+    after = (refined >= 0.3)[square].mean()
+    assert after > before + 0.2, (before, after)
+    assert refined[~square].mean() < 0.25 * refined[square].mean()
+
+
+def test_a_boundary_cuts_the_affinity_of_pairs_across_it():
+    boundary = torch.zeros(1, 1, 12, 12)
+    boundary[..., :, 6] = 1.0  # a vertical wall
+    affinity, offsets = path_affinities(boundary, radius=4)
+    across = offsets.index((0, 3))
+    along = offsets.index((3, 0))
+    assert torch.all(affinity[0, across, :, 4] == 0)  # from column 4 to 7 crosses column 6
+    assert torch.all(affinity[0, along, :9, 2] == 1)  # down column 2: no wall
+    assert line(2, 4) == [(0, 0), (0, 1), (1, 2), (2, 3), (2, 4)]
+
+
+def test_the_sparse_random_walk_equals_the_dense_matrix_power():
+    torch.manual_seed(0)
+    boundary = torch.rand(1, 1, 9, 11) * 0.6
+    affinity, offsets = path_affinities(boundary, radius=4)
+    dense = transition_matrix(affinity[0], offsets, beta=10.0).to_dense().T  # T[i, j]
+    assert torch.allclose(dense.sum(0), torch.ones(99), atol=1e-5), "columns sum to 1"
+    maps = torch.rand(2, 9, 11)
+    expected = maps.reshape(2, -1) @ torch.linalg.matrix_power(dense.double(), 2**5).float()
+    walked = random_walk(maps, affinity[0], offsets, beta=10.0, exp_times=5)
+    assert torch.allclose(walked.reshape(2, -1), expected, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def boundary_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    spec = ModelSpec("smallcnn", None, {"width": 4})
+    classifier = create_classifier(spec, 6).eval()
+    net = BoundaryNet(classifier, width=8)
+    path = tmp_path_factory.mktemp("affinity") / "affinity.pt"
+    save_affinity(path, net, spec, [f"c{i}" for i in range(6)], {"loss": 1.0})
+    return path, classifier
+
+
+def test_the_affinity_checkpoint_loads_weights_only(boundary_checkpoint, tmp_path):
+    path, _ = boundary_checkpoint
+    payload = torch.load(path, weights_only=True)
+    assert payload["format"] == "wsss-affinity"
+    net = load_affinity(str(path))
+    assert net(torch.rand(1, 3, 30, 42)).shape == (1, 1, 8, 11)
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="bad.pt"):
+        load_affinity(str(tmp_path / "bad.pt"))
+
+
+def test_irn_propagation_never_leaves_the_images_classes(boundary_checkpoint):
+    path, classifier = boundary_checkpoint
+    image = np.random.default_rng(0).integers(0, 255, (40, 56, 3), np.uint8)
+    refine = IrnSettings(checkpoint=str(path), exp_times=4)
+    predictor = MaskPredictor(classifier, ClassifierCam(scales=[1.0]), refine=refine)
+    prediction = predictor.predict(image, [1, 4])
+    assert prediction.cams.shape == (2, 40, 56) and prediction.cams.max() == pytest.approx(1)
+    assert set(np.unique(prediction.label_map)) <= {0, 2, 5}
+    assert predictor.rule.bg_threshold == 0.25, "IRN's background score"
+
+
+def test_training_the_boundary_net_lowers_its_loss():
+    """Seeds with a clear vertical class boundary: the loss falls as B learns it."""
+    from wsss.engine.affinity import AffinitySettings, affinity_loss
+
+    torch.manual_seed(0)
+    net = BoundaryNet(create_classifier(ModelSpec("smallcnn", None, {"width": 4}), 2), width=8)
+    images = torch.zeros(4, 3, 32, 32)
+    images[:, 0, :, 16:] = 1.0  # red on the right
+    labels = torch.zeros(4, 8, 8, dtype=torch.long)
+    labels[:, :, 4:] = 1
+    labels[:, :, 3] = 255  # uncertain along the edge
+    settings = AffinitySettings(radius=4)
+    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-2)
+    losses = []
+    for _ in range(30):
+        loss, parts = affinity_loss(net.train()(images), labels, settings.radius)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.5 * losses[0] and set(parts) == {"bg_pos", "fg_pos", "neg"}
+    assert all(not p.requires_grad for p in net.classifier.parameters()), "backbone frozen"
+
+
+def test_train_affinity_then_generate_with_irn_and_par(tmp_path):
+    """The commands as a user runs them: CRF seeds of the train split, the boundary network,
+    then pseudo-masks refined by IRN's random walk (and by PAR)."""
+    cache = tmp_path / "cache"
+    seeds, affinity = tmp_path / "seeds", tmp_path / "affinity"
+    run("wsss.generate_masks", *GENERATE_TINY, "split=train", "crf=dense",
+        f"hydra.run.dir={seeds}", cwd=tmp_path, cache=cache)  # fmt: skip
+    run("wsss.train_affinity", *TINY, f"seeds={seeds}", "affinity.epochs=1",
+        "affinity.crop_size=48", "affinity.batch_size=4", f"hydra.run.dir={affinity}",
+        cwd=tmp_path, cache=cache)  # fmt: skip
+    assert json.loads((affinity / "affinity_metrics.json").read_text())["loss"] > 0
+    for refine in (["refine=irn", f"refine.checkpoint={affinity / 'affinity.pt'}"], ["refine=par"]):
+        out = tmp_path / refine[0].split("=")[1]
+        proc = run("wsss.generate_masks", *GENERATE_TINY, *refine, "crf=dense",
+                   f"hydra.run.dir={out}", cwd=tmp_path, cache=cache)  # fmt: skip
+        assert "mIoU after CRF" in proc.stdout
+        run_settings = json.loads((out / "run.json").read_text())["settings"]
+        assert run_settings["refine"]["name"] == refine[0].split("=")[1]
