@@ -158,7 +158,17 @@ def main() -> None:
     parser.add_argument(
         "--generate", action="append", default=[], help="a wsss.generate_masks override"
     )
-    parser.add_argument("--no-crf", action="store_true", help="skip the CRF run")
+    parser.add_argument("--model", default="efficientnet_lite0", help="the model group option")
+    parser.add_argument(
+        "--affinity", action="append", default=[], help="a wsss.train_affinity override"
+    )
+    parser.add_argument(
+        "--segment", action="append", default=[], help="a wsss.train_segmentation override"
+    )
+    parser.add_argument("--no-refine", action="store_true", help="skip PAR and IRN")
+    parser.add_argument(
+        "--segmentation", action="store_true", help="also train segmentation models (slow)"
+    )
     parser.add_argument("--timing-images", type=int, default=8)
     args = parser.parse_args()
     root, out = args.root.resolve(), args.out.resolve()
@@ -167,7 +177,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     lists = write_lists(root, out, args.limit)
     data = dataset_overrides(root, lists)
-    model = ["model=efficientnet_lite0", "train=finetune"]
+    model = [f"model={args.model}", "train=finetune"]
     train_args = model + [f"train.epochs={args.epochs}"] * bool(args.epochs) + args.train
     config = compose_config("train", [*data, *train_args])
 
@@ -185,21 +195,49 @@ def main() -> None:
     per_image = metrics["seconds_per_epoch"] / fit_images
     bare = (bare_before + bare_after) / 2
 
-    # 2. Pseudo-masks for every image, at the defaults and with the CRF; 3. their scores.
-    runs = {"defaults": []} if args.no_crf else {"defaults": [], "crf": ["crf=dense"]}
+    # 2. Pseudo-masks: the defaults, the CRF (whose label-mode masks are IRN's seeds), PAR, and
+    # IRN's random walk with and without the CRF; 3. their scores on the report images.
+    seeds = out / "masks_crf"
+    affinity = out / "affinity" / "affinity.pt"
+    runs = {"defaults": ("all", []), "crf": ("all", ["crf=dense"])}
+    if not args.no_refine:
+        runs["par"] = ("report", ["refine=par"])
+        irn = ["refine=irn", f"refine.checkpoint={affinity}"]
+        runs["irn"] = ("all", irn)
+        runs["irn+crf"] = ("report", [*irn, "crf=dense"])
     scores = {}
-    for name, extra in runs.items():
+    for name, (split, extra) in runs.items():
+        if name.startswith("irn") and "affinity" not in timing:
+            timing["affinity"] = stage("affinity", out, affinity, "wsss.train_affinity", [
+                *data, *model, f"checkpoint={checkpoint}", f"seeds={seeds}", "split=all",
+                *args.affinity, f"hydra.run.dir={affinity.parent}",
+            ])  # fmt: skip
         folder = out / f"masks_{name}"
-        generate = [*data, *model, f"checkpoint={checkpoint}", "split=all",
+        generate = [*data, *model, f"checkpoint={checkpoint}", f"split={split}",
                     "export.save_cams=true", *extra, *args.generate,
                     f"hydra.run.dir={folder}"]  # fmt: skip
         timing[name] = stage(name, out, folder / "summary.json", "wsss.generate_masks", generate)
-        for part in ("report", "tune"):
+        timing[name]["images"] = len(lists[split].read_text().split())
+        for part in ("report", "tune") if split == "all" else ("report",):
             evaluation = out / f"evaluate_{name}_{part}"
             stage(f"evaluate_{name}_{part}", out, evaluation / "metrics.json", "wsss.evaluate", [
                 *data, f"split={part}", f"predictions={folder}", f"hydra.run.dir={evaluation}",
             ])  # fmt: skip
             scores[name, part] = json.loads((evaluation / "metrics.json").read_text())
+
+    # 4. Closing the loop: a segmentation model trained on the fit images' pseudo-masks against
+    # the same model trained on their ground truth, both scored on the held-out images.
+    segmentation = {}
+    if args.segmentation:
+        best = "irn" if "irn" in runs else "crf" if "crf" in runs else "defaults"
+        for name, targets in ((best, [f"pseudo_masks={out / f'masks_{best}'}"]),
+                              ("ground_truth", ["targets=ground_truth"])):  # fmt: skip
+            folder = out / f"segmentation_{name}"
+            stage(f"segmentation_{name}", out, folder / "metrics.json", "wsss.train_segmentation", [
+                *data, "segmentation=lite0", *targets, "train_split=fit", "eval_split=heldout",
+                *args.segment, f"hydra.run.dir={folder}",
+            ])  # fmt: skip
+            segmentation[name] = json.loads((folder / "metrics.json").read_text())["eval"]["miou"]
 
     generation = compose_config("generate_masks", [*data, *model, *args.generate])
     samples = generation.dataset.load("all").samples[: args.timing_images]
@@ -212,7 +250,7 @@ def main() -> None:
     training_seconds = metrics["seconds_per_epoch"] * config.train.epochs
     cam = generation.cam
     lines = [
-        f"VOC 2012 train, {images} images; EfficientNet-Lite0; {torch.get_num_threads()} threads",
+        f"VOC 2012 train, {images} images; model={args.model}; {torch.get_num_threads()} threads",
         f"classifier: held-out mAP {metrics['val_map']:.4f} ({heldout} images never trained "
         f"on); {config.train.epochs} epochs on {fit_images} images",
         f"training: {metrics['seconds_per_epoch']:.1f} s per epoch ({1000 * per_image:.0f} "
@@ -231,15 +269,26 @@ def main() -> None:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name in runs:
-        report, tune = scores[name, "report"], scores[name, "tune"]
+        report, tune = scores[name, "report"], scores.get((name, "tune"))
         sweep = report.get("threshold_sweep", {})
         best = f"{sweep['best_miou']:.4f} ({sweep['best_threshold']:.2f})" if sweep else ""
         masks = report["masks_on_disk"]
+        tuned = f"{tune['masks_on_disk']['miou']:.4f}" if tune else ""
         lines.append(
-            f"| {name} | {masks['miou']:.4f} | {tune['masks_on_disk']['miou']:.4f} | {best} | "
+            f"| {name} | {masks['miou']:.4f} | {tuned} | {best} | "
             f"{100 * masks['uncertain_pixel_fraction']:.1f}% | "
-            f"{timing[name]['seconds'] / images:.3f} | {timing[name]['peak_rss_mib']} MiB |"
+            f"{timing[name]['seconds'] / timing[name]['images']:.3f} | "
+            f"{timing[name]['peak_rss_mib']} MiB |"
         )
+    if "affinity" in timing:
+        lines.append(f"\naffinity training: {timing['affinity']['seconds']:.0f} s")
+    for name, miou in segmentation.items():
+        lines.append(
+            f"segmentation trained on {name} masks: mIoU {miou:.4f} on the held-out images"
+        )
+    if len(segmentation) == 2:
+        pseudo, truth = segmentation.values()
+        lines.append(f"ratio pseudo-masks / ground truth: {pseudo / truth:.3f}")
     print("\n" + "\n".join(lines))
     summary = {
         "images": images,
@@ -250,6 +299,7 @@ def main() -> None:
         "maps_to_floor_ratio": maps_seconds / floor_seconds,
         "timings": timing,
         "miou": {f"{n}/{p}": s["masks_on_disk"]["miou"] for (n, p), s in scores.items()},
+        "segmentation_miou": segmentation,
     }
     (out / "bench_voc.json").write_text(json.dumps(summary, indent=2) + "\n")
 

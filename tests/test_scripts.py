@@ -127,6 +127,24 @@ def test_upper_bound(workspace):
     assert "ratio (b) / (c):" in out
 
 
+def test_bench_voc(voc_root, tmp_path):
+    """The real-photo benchmark end to end on a tiny VOC-layout folder (small model, 1 epoch)."""
+    out = script(
+        "bench_voc.py", "--root", str(voc_root), "--out", str(tmp_path / "bench"), "--limit", "24",
+        "--epochs", "1", "--model", "smallcnn", "--train", "model.backbone_kwargs.width=8",
+        "--train", "train.crop_size=48", "--train", "train.batch_size=8",
+        "--generate", "model.backbone_kwargs.width=8", "--generate", "cam.scales=[1.0]",
+        "--affinity", "model.backbone_kwargs.width=8", "--affinity", "affinity.epochs=1",
+        "--affinity", "affinity.crop_size=48", "--segmentation",
+        "--segment", "segmentation.epochs=1", "--segment", "segmentation.crop_size=48",
+        "--segment", "segmentation.backbone_weights=null", "--timing-images", "2",
+        cwd=tmp_path, cache=tmp_path / "cache", timeout=1200,
+    )  # fmt: skip
+    for row in ("| defaults |", "| crf |", "| par |", "| irn |", "| irn+crf |"):
+        assert row in out, row
+    assert "held-out mAP" in out and "ratio pseudo-masks / ground truth" in out
+
+
 def test_labels_from_masks(voc_root, tmp_path):
     out = script(
         "labels_from_masks.py", "--root", str(voc_root), "--list",

@@ -107,6 +107,15 @@ class TrainAffinityCommand(ClassifierCommand):
 
 
 @dataclass
+class ExportCommand:
+    """``python -m wsss.export``: a run's masks and COCO file after review."""
+
+    predictions: str | None = None  # a generate_masks run folder
+    rejected: str | None = None  # rejected.json saved by its report.html
+    min_quality: float | None = None  # also leave out annotations estimated below this
+
+
+@dataclass
 class EvaluateCommand:
     """``python -m wsss.evaluate``."""
 
@@ -124,6 +133,7 @@ class TrainSegmentationCommand(Runtime):
     segmentation: SegmentationSettings = MISSING
     pseudo_masks: str | None = None  # a generate_masks run folder
     targets: str = "masks"  # masks | coco | ground_truth
+    rejected: str | None = None  # rejected.json of the run's review page: left out
     train_split: str = "train"
     eval_split: str = "eval"
 
@@ -135,6 +145,7 @@ COMMANDS = (
     EvaluateCommand,
     TrainSegmentationCommand,
     TrainAffinityCommand,
+    ExportCommand,
 )
 GROUP_SCHEMAS = (
     ModelSpec,

@@ -18,6 +18,7 @@ from wsss.data.screen import BadImages
 from wsss.engine.generation import GenerationResult, generate_pseudo_masks
 from wsss.engine.run_folder import RunFolder
 from wsss.errors import ConfigError
+from wsss.export.report import write_report
 from wsss.io import write_json
 from wsss.masks import CRFSettings, MaskPredictor, ThresholdSettings
 
@@ -75,7 +76,7 @@ def _rule_name(s: dict) -> str:
     return f"mIoU with the {s['mask_rule']} rule"
 
 
-def summary_table(s: dict) -> str:
+def summary_rows(s: dict) -> list[tuple[str, str]]:
     trained = " (trained in this run)" if s["trained_in_this_run"] else ""
     val_map = s["classifier_val_map"]
     rows = [
@@ -104,6 +105,12 @@ def summary_table(s: dict) -> str:
     if s.get("crf_failures"):
         rows.append(("CRF failures (unrefined masks kept)", str(s["crf_failures"])))
     rows += [("total time", f"{s['seconds']:.1f} s"), ("outputs", s["outputs"])]
+    if s.get("review_page"):
+        rows.append(("review page", s["review_page"]))
+    return rows
+
+
+def summary_table(rows: list[tuple[str, str]]) -> str:
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
@@ -151,8 +158,13 @@ def run(config: GenerateMasksCommand, out: Path) -> float | None:
         time.perf_counter() - start,
         checkpoint,
     )
-    write_json(RunFolder(out).summary, summary)
-    print("\nwsss generate_masks summary\n" + summary_table(summary))
+    folder = RunFolder(out)
+    if result.review:  # the review page again, with the command's whole summary
+        summary["review_page"] = str(folder.report)
+        plot = folder.sweep_plot.name if folder.sweep_plot.is_file() else None
+        write_report(folder.root, result.review, summary_rows(summary), plot)
+    write_json(folder.summary, summary)
+    print("\nwsss generate_masks summary\n" + summary_table(summary_rows(summary)))
     return summary.get("miou")
 
 

@@ -17,12 +17,14 @@ from wsss.cli import common
 from wsss.cli.config import TrainSegmentationCommand
 from wsss.devices import resolve_device
 from wsss.engine.segmentation import (
+    ReviewedTargets,
     build_model,
     check_targets,
     evaluate_segmentation,
     train_segmentation,
     training_targets,
 )
+from wsss.export.report import read_rejections
 from wsss.io import atomic_path, write_json
 
 log = logging.getLogger("wsss.train_segmentation")
@@ -35,6 +37,10 @@ def run(config: TrainSegmentationCommand, out: Path) -> float:
     train_split = common.load_split(config, config.train_split)
     eval_split = common.load_split(config, config.eval_split)
     targets = training_targets(config.targets, train_split, config.pseudo_masks)
+    if config.rejected:  # a review from the run's report.html
+        names = train_split.class_names
+        targets = ReviewedTargets(targets, read_rejections(config.rejected), names)
+        train_split = targets.split(train_split)
     check_targets(train_split, targets)
     torch.manual_seed(config.seed)  # the initial weights too: reruns give the same model
     model = build_model(settings, len(train_split.class_names) + 1)
@@ -56,6 +62,7 @@ def run(config: TrainSegmentationCommand, out: Path) -> float:
     metrics = {
         "targets": config.targets,
         "pseudo_masks": config.pseudo_masks,
+        "rejected": config.rejected,
         "model": settings.model,
         "train_images": len(train_split),
         **history,

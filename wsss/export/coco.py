@@ -67,6 +67,7 @@ def coco_annotations(
     probabilities: Sequence[float] | None = None,
     polygons: bool = False,
     instances: str = "class",
+    quality: dict[int, float] | None = None,
 ) -> list[dict]:
     """COCO annotations for the classes in ``label_map`` (annotation ids are filled in later).
 
@@ -77,6 +78,7 @@ def coco_annotations(
     (N, H, W) for ``classes`` (0-based). ``score`` is the classifier's probability for the class
     when the classifier chose the labels (``probabilities``), otherwise the mean map value inside
     the region. ``category_id`` is ``category_ids[class]`` (default: class index + 1).
+    ``quality``: class index -> the estimated quality written into its annotations.
     """
     from pycocotools import mask as mask_utils
     from scipy import ndimage
@@ -114,6 +116,8 @@ def coco_annotations(
                     "score": round(float(score), 6),
                 }
             )
+            if quality is not None:
+                annotations[-1]["quality"] = round(quality[cls], 4)
     return annotations
 
 

@@ -90,3 +90,18 @@ def save_rgb(path: str | Path, array: np.ndarray) -> None:
     """Write an (H, W, 3) uint8 array as a PNG, atomically."""
     with atomic_path(path) as tmp:
         Image.fromarray(array).save(tmp, format="PNG")
+
+
+def review_thumbnail(image: np.ndarray, label_map: np.ndarray, max_side: int = 256) -> np.ndarray:
+    """The image with its mask over it (VOC colours, uncertain pixels grey), at most
+    ``max_side`` pixels on its long side: the review page's picture of an image."""
+    small = thumbnail(image, max_side)
+    labels = thumbnail(label_map, max_side, Image.NEAREST)
+    shown = (labels > 0)[..., None]
+    return np.where(shown, 0.5 * small + 0.5 * colorize_label_map(labels), small).astype(np.uint8)
+
+
+def save_jpeg(path: str | Path, array: np.ndarray, quality: int = 82) -> None:
+    """Write an (H, W, 3) uint8 array as a JPEG, atomically."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="JPEG", quality=quality)

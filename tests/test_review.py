@@ -1,0 +1,147 @@
+"""Which masks to trust: the quality estimate, the review page in a real browser (headless
+Chromium from Debian's packages, driven by Playwright), and what the saved rejections do."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_cli import GENERATE_TINY, TINY, run
+
+from wsss.cams import ClassifierCam
+from wsss.data import load_label_map, load_split
+from wsss.engine.generation import generate_pseudo_masks
+from wsss.engine.review import apply_review
+from wsss.export import ExportSettings
+from wsss.export.report import Rejections, read_rejections
+from wsss.masks import MaskPredictor
+from wsss.masks.quality import FEATURES, estimate, region_features
+from wsss.models import ModelSpec, create_classifier
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def reviewed_run(tiny_dataset, tmp_path_factory):
+    torch.manual_seed(0)
+    model = create_classifier(ModelSpec("smallcnn", None, {"width": 4}), 6)
+    split = load_split(tiny_dataset, "eval.csv")
+    out = tmp_path_factory.mktemp("run")
+    predictor = MaskPredictor(model, ClassifierCam(scales=[1.0]))
+    result = generate_pseudo_masks(predictor, split, out, ExportSettings(overlays=0))
+    return split, out, result, model
+
+
+def test_every_annotation_and_image_gets_a_quality_estimate(reviewed_run):
+    split, out, result, _ = reviewed_run
+    coco = json.loads((out / "annotations.json").read_text())
+    assert coco["annotations"] and all(0 <= a["quality"] <= 1 for a in coco["annotations"])
+    record = json.loads((out / "records" / f"{split.samples[0].image_id}.json").read_text())
+    features = next(iter(record["quality"]["classes"].values()))
+    assert set(FEATURES) <= set(features) and 0 <= record["quality"]["image"] <= 1
+    assert len(result.review) == len(split) and (out / "report.html").is_file()
+    assert all((out / item["thumb"]).is_file() for item in result.review)
+
+
+def test_quality_features_see_a_region_that_holds_no_evidence():
+    """A classifier that sees its class only in red: a mask on the red object keeps the
+    evidence, a mask on the grey background holds none of it."""
+
+    class Red(torch.nn.Module):
+        def forward(self, x):
+            redness = (x[:, 0] - x[:, 1:].mean(1)).clamp_min(0).mean(dim=(1, 2))
+            return torch.stack([40 * redness - 2, -redness], dim=1)
+
+    image = np.full((64, 64, 3), 128, np.uint8)
+    image[10:40, 10:40] = (230, 20, 20)
+    cams = np.zeros((1, 64, 64), np.float32)
+    right, wrong = np.zeros((64, 64), np.uint8), np.zeros((64, 64), np.uint8)
+    right[10:40, 10:40] = 1
+    wrong[44:60, 44:60] = 1
+    good = region_features(Red(), image, cams, [0], right)[0]
+    bad = region_features(Red(), image, cams, [0], wrong)[0]
+    assert good["kept"] > 0.9 > bad["kept"] and good["removed"] < bad["removed"]
+    assert estimate(good) > estimate(bad)
+
+
+def test_a_review_leaves_out_rejected_images_and_masks(reviewed_run, tmp_path):
+    split, out, _, _ = reviewed_run
+    coco = json.loads((out / "annotations.json").read_text())
+    first, second = split.samples[0].image_id, split.samples[1].image_id
+    name = split.class_names[split.samples[1].labels[0]]
+    value = split.samples[1].labels[0] + 1
+    assert (load_label_map(out / "masks" / f"{second}.png") == value).any()
+    result = apply_review(out, tmp_path / "reviewed", Rejections({first}, {(second, name)}))
+    reviewed = json.loads((tmp_path / "reviewed" / "annotations.json").read_text())
+    assert result.rejected_images == 1 and len(reviewed["images"]) == len(coco["images"]) - 1
+    assert not (tmp_path / "reviewed" / "masks" / f"{first}.png").exists()
+    mask = load_label_map(tmp_path / "reviewed" / "masks" / f"{second}.png")
+    assert not (mask == value).any() and (mask == 255).any(), "the rejected class is ignored"
+    assert [a["id"] for a in reviewed["annotations"]] == list(range(1, result.annotations + 1))
+    low = apply_review(out, tmp_path / "strict", min_quality=1.01)
+    assert low.annotations == 0
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
+def test_the_review_page_in_a_real_browser(reviewed_run, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    split, out, result, _ = reviewed_run
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=flags)
+        page = browser.new_page(accept_downloads=True, viewport={"width": 1300, "height": 900})
+        page.goto((out / "report.html").as_uri())
+        cards = page.locator(".card")
+        assert cards.count() == len(split)
+        qualities = [float(t.split()[1]) for t in page.locator(".card .q").all_inner_texts()]
+        assert qualities == sorted(qualities), "worst first"
+        page.wait_for_function(
+            "[...document.images].filter(i => i.closest('.card'))"
+            ".every(i => i.complete && i.naturalWidth > 0)"
+        )
+        worst = cards.first.get_attribute("data-id")
+        cards.first.locator(".reject-image").check()
+        assert "rejected" in cards.first.get_attribute("class")
+        one_class = cards.nth(1).locator(".reject-class").first
+        one_class.check()
+        with page.expect_download() as info:
+            page.click("#save")
+        saved = tmp_path / "rejected.json"
+        info.value.save_as(saved)
+        page.screenshot(path=str(tmp_path / "report.png"))
+        # a class filter keeps only images with that class
+        name = split.class_names[split.samples[0].labels[0]]
+        page.select_option("#class", name)
+        shown = page.locator(".card").count()
+        browser.close()
+    rejections = read_rejections(saved)
+    assert rejections.images == {worst} and len(rejections.annotations) == 1
+    assert shown == sum(name in [split.class_names[c] for c in s.labels] for s in split.samples)
+    assert Image.open(tmp_path / "report.png").size == (1300, 900)
+
+
+def test_export_and_train_segmentation_accept_the_rejections(tmp_path):
+    cache = tmp_path / "cache"
+    pseudo = tmp_path / "pseudo"
+    run("wsss.generate_masks", *GENERATE_TINY, "split=train", f"hydra.run.dir={pseudo}",
+        cwd=tmp_path, cache=cache)  # fmt: skip
+    records = sorted((pseudo / "records").glob("*.json"))
+    rejected = {"format": "wsss-rejections", "run": "pseudo",
+                "images": [records[0].stem, records[1].stem], "annotations": []}  # fmt: skip
+    (tmp_path / "rejected.json").write_text(json.dumps(rejected))
+    proc = run("wsss.export", f"predictions={pseudo}", f"rejected={tmp_path / 'rejected.json'}",
+               f"hydra.run.dir={tmp_path / 'export'}", cwd=tmp_path, cache=cache)  # fmt: skip
+    assert "22 images" in proc.stdout and "2 images" in proc.stdout
+    run("wsss.train_segmentation", *TINY[:3], f"pseudo_masks={pseudo}",
+        f"rejected={tmp_path / 'rejected.json'}", "segmentation.epochs=1",
+        "segmentation.batch_size=8", "segmentation.crop_size=48",
+        f"hydra.run.dir={tmp_path / 'seg'}", cwd=tmp_path, cache=cache)  # fmt: skip
+    metrics = json.loads((tmp_path / "seg" / "metrics.json").read_text())
+    assert metrics["train_images"] == 22
+    assert Path(metrics["rejected"]).name == "rejected.json"
