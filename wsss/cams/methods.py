@@ -48,10 +48,10 @@ class CamSettings:
     """
 
     method: str = MISSING
-    scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 1.5, 2.0])
+    scales: list[float] = field(default_factory=lambda: [1.0, 1.5])
     flip: bool = True
     target_layer: str | None = None
-    max_side: int | None = None
+    max_side: int | None = 448
 
     #: whether the method reads a target layer (CAM reads the classifier weights instead)
     needs_layer: ClassVar[bool] = True
