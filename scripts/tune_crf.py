@@ -7,6 +7,7 @@ pixels counted as background), mIoU on confident pixels, and the share of uncert
     python scripts/tune_crf.py --mode label --split train --limit 300
     python scripts/tune_crf.py --mode soft --split train --limit 300
     python scripts/tune_crf.py --mode label --split eval --grid default   # just the defaults
+    python scripts/tune_crf.py --set bilateral_sxy=50,80 --set high_threshold=0.3,0.4  # a grid
 """
 
 from __future__ import annotations
@@ -50,6 +51,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--grid", choices=("full", "default"), default="full")
     parser.add_argument("--top", type=int, default=10, help="rows to print")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="grid over these values of a crf key (replaces --grid)",
+    )
     parser.add_argument("--override", action="append", default=[], help="Hydra override")
     args = parser.parse_args()
 
@@ -80,6 +88,11 @@ def main() -> None:
     print(f"no CRF (threshold {config.mask.bg_threshold}): mIoU {raw.miou:.4f}\n")
 
     grid = GRIDS[args.mode] if args.grid == "full" else {}
+    if args.set:
+        grid = {}
+        for item in args.set:
+            key, _, values = item.partition("=")
+            grid[key] = [float(v) for v in values.split(",")]
     candidates = [
         replace(base, **dict(zip(grid, values, strict=True)))
         for values in itertools.product(*grid.values())

@@ -145,6 +145,42 @@ def test_bench_voc(voc_root, tmp_path):
     assert "held-out mAP" in out and "ratio pseudo-masks / ground truth" in out
 
 
+@pytest.fixture(scope="module")
+def saved_run(workspace) -> Path:
+    """A run of the tiny eval split with its maps saved and its quality estimated."""
+    root, cache, checkpoint = workspace
+    from test_cli import run
+
+    out = root / "saved"
+    if not (out / "summary.json").is_file():
+        run("wsss.generate_masks", *GENERATE_TINY, f"checkpoint={checkpoint}",
+            "export.save_cams=true", f"hydra.run.dir={out}", cwd=root, cache=cache)  # fmt: skip
+    return out
+
+
+def test_tune_threshold(workspace, saved_run):
+    root, cache, _ = workspace
+    overrides = [a for o in GENERATE_TINY[:3] for a in ("--override", o)]
+    out = script("tune_threshold.py", "--run", str(saved_run), "--tune", "eval", "--report",
+                 "eval", *overrides, cwd=root, cache=cache)  # fmt: skip
+    assert "| otsu |" in out and "fixed: best on eval is" in out
+
+
+def test_fit_quality(workspace, saved_run):
+    root, cache, _ = workspace
+    overrides = [a for o in GENERATE_TINY[:3] for a in ("--override", o)]
+    out = script("fit_quality.py", "--run", str(saved_run), "--tune", "eval", "--report",
+                 "eval", *overrides, cwd=root, cache=cache)  # fmt: skip
+    assert "WEIGHTS = (" in out and "| worst 20% |" in out
+
+
+def test_bench_large_photos(workspace):
+    root, cache, _ = workspace
+    out = script("bench_large_photos.py", "--sizes", "320x240", "--model", "smallcnn",
+                 cwd=root, cache=cache)  # fmt: skip
+    assert out.count("320x240") == 3 and "MiB" in out
+
+
 def test_labels_from_masks(voc_root, tmp_path):
     out = script(
         "labels_from_masks.py", "--root", str(voc_root), "--list",

@@ -1,0 +1,140 @@
+"""Fit and measure the quality estimate of wsss.masks.quality on a run with ground truth.
+
+Reads a ``generate_masks`` run (``export.quality`` on: its records hold every region's
+features) of a dataset with masks. The weights are fitted by least squares of each region's true
+IoU on its features over the ``--tune`` images, and everything is reported on the ``--report``
+images, which the fit never sees:
+
+- the Spearman correlation between the image estimate and the image's true IoU (mean over
+  background and its classes), and the same for the existing ``score`` (the mean map value in
+  the mask) alone;
+- the mIoU of the kept images when the worst 10%, 20% and 30% by the estimate are dropped,
+  against dropping as many by ``score`` and at random (mean of 20 draws).
+
+It prints the weights in the form of ``wsss.masks.quality.WEIGHTS``. For VOC (the lists are
+scripts/bench_voc.py's)::
+
+    python scripts/fit_quality.py --run outputs/bench_voc/masks_crf \\
+        --override dataset=voc --override dataset.root=../shared/voc2012 \\
+        --override ++dataset.splits.tune=outputs/bench_voc/lists/tune.txt \\
+        --override ++dataset.splits.report=outputs/bench_voc/lists/report.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
+from tqdm import tqdm
+
+from wsss.cli.common import compose_config
+from wsss.data.images import load_label_map
+from wsss.engine.run_folder import RunFolder
+from wsss.masks.quality import FEATURES, WEIGHTS, estimate
+from wsss.masks.threshold import IGNORE
+from wsss.metrics import ConfusionMatrix
+
+
+def iou(prediction: np.ndarray, truth: np.ndarray, value: int) -> float:
+    valid = truth != IGNORE
+    p, t = (prediction == value) & valid, (truth == value) & valid
+    union = (p | t).sum()
+    return float((p & t).sum() / union) if union else 1.0
+
+
+def collect(folder: RunFolder, split) -> list[dict]:
+    """Per image: its regions' features and true IoUs, its true IoU, and its confusion counts."""
+    images = []
+    for sample in tqdm(split.samples, desc=f"read {len(split)} records", leave=False):
+        record = folder.read_record(sample.image_id)
+        if "skipped" in record or not record.get("quality"):
+            continue
+        truth = split.ground_truth(sample)
+        prediction = load_label_map(folder.mask(sample.image_id), truth.shape)
+        regions = []
+        for name, features in record["quality"]["classes"].items():
+            value = split.class_names.index(name) + 1
+            regions.append({"features": features, "iou": iou(prediction, truth, value)})
+        ious = [iou(prediction, truth, 0)] + [r["iou"] for r in regions]
+        scores = [a["score"] for a in record["annotations"]]
+        images.append({
+            "regions": regions,
+            "iou": float(np.mean(ious)),
+            "score": float(np.mean(scores)) if scores else 0.0,
+            "counts": record["scores"]["masks"],
+        })  # fmt: skip
+    return images
+
+
+def fit(images: list[dict], ridge: float = 1e-3) -> tuple[float, ...]:
+    rows = [r for image in images for r in image["regions"]]
+    x = np.array([[1.0, *(r["features"][f] for f in FEATURES)] for r in rows])
+    y = np.array([r["iou"] for r in rows])
+    penalty = ridge * np.eye(x.shape[1])
+    penalty[0, 0] = 0.0  # the intercept is not shrunk
+    weights = np.linalg.solve(x.T @ x + penalty, x.T @ y)
+    return tuple(round(float(w), 4) for w in weights)
+
+
+def kept_miou(images: list[dict], order: np.ndarray, drop: float, num_labels: int) -> float:
+    """mIoU of the images left once the first ``drop`` share of ``order`` is dropped."""
+    matrix = ConfusionMatrix(num_labels)
+    for i in order[int(round(drop * len(order))) :]:
+        matrix.add_sparse(images[i]["counts"])
+    return matrix.miou
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", type=Path, required=True, help="a run with export.quality")
+    parser.add_argument("--tune", default="tune")
+    parser.add_argument("--report", default="report")
+    parser.add_argument("--override", action="append", default=[], help="Hydra override")
+    args = parser.parse_args()
+    config = compose_config("evaluate", args.override)
+    folder = RunFolder(args.run)
+    cache = Path(config.cache_dir)
+    tune = collect(folder, config.dataset.load(args.tune, cache_dir=cache))
+    split = config.dataset.load(args.report, cache_dir=cache)
+    report = collect(folder, split)
+    weights = fit(tune)
+    num_labels = len(split.class_names) + 1
+
+    def image_estimate(image: dict, w) -> float:
+        return float(np.mean([estimate(r["features"], w) for r in image["regions"]] or [0.0]))
+
+    truth = np.array([image["iou"] for image in report])
+    estimated = np.array([image_estimate(image, weights) for image in report])
+    shipped = np.array([image_estimate(image, WEIGHTS) for image in report])
+    score = np.array([image["score"] for image in report])
+    regions = [r for image in report for r in image["regions"]]
+    region_est = [estimate(r["features"], weights) for r in regions]
+    print(
+        f"\nfitted on {len(tune)} {args.tune!r} images, reported on {len(report)} {args.report!r}"
+    )
+    print(f"WEIGHTS = {weights}  # intercept, then {', '.join(FEATURES)}")
+    print("\n| signal | Spearman with the image's IoU (report) |")
+    print("| --- | --- |")
+    print(f"| quality estimate (fitted here) | {spearmanr(estimated, truth)[0]:.3f} |")
+    print(f"| quality estimate (wsss's WEIGHTS) | {spearmanr(shipped, truth)[0]:.3f} |")
+    print(f"| score alone (mean map value in the masks) | {spearmanr(score, truth)[0]:.3f} |")
+    region_truth = [r["iou"] for r in regions]
+    print(f"(per annotation: {spearmanr(region_est, region_truth)[0]:.3f})")
+    rng = np.random.default_rng(0)
+    print("\n| dropped | by the estimate | by score | at random (20 draws) |")
+    print("| --- | --- | --- | --- |")
+    everything = kept_miou(report, np.arange(len(report)), 0.0, num_labels)
+    for drop in (0.1, 0.2, 0.3):
+        by_estimate = kept_miou(report, np.argsort(estimated), drop, num_labels)
+        by_score = kept_miou(report, np.argsort(score), drop, num_labels)
+        random = np.mean([
+            kept_miou(report, rng.permutation(len(report)), drop, num_labels) for _ in range(20)
+        ])  # fmt: skip
+        print(f"| worst {drop:.0%} | {by_estimate:.4f} | {by_score:.4f} | {random:.4f} |")
+    print(f"(all {len(report)} images: {everything:.4f})")
+
+
+if __name__ == "__main__":
+    main()
