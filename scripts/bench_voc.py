@@ -48,9 +48,12 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_ROOT = REPO.parent / "shared" / "voc2012"
 
 
-def write_lists(root: Path, out: Path, limit: int | None) -> dict[str, Path]:
+def write_lists(
+    root: Path, out: Path, limit: int | None, refine_limit: int | None = None
+) -> dict[str, Path]:
     """The split lists (ids), written under ``out/lists``; held-out: every 10th image; tune:
-    every 3rd, report: the others."""
+    every 3rd, report: the others; with ``refine_limit``, ``refine``: the first N report
+    images."""
     ids = (root / "ImageSets/Segmentation/train.txt").read_text().split()
     ids = ids[:limit] if limit else ids
     parts = {
@@ -60,6 +63,8 @@ def write_lists(root: Path, out: Path, limit: int | None) -> dict[str, Path]:
         "tune": [x for i, x in enumerate(ids) if i % 3 == 0],
         "report": [x for i, x in enumerate(ids) if i % 3 != 0],
     }
+    if refine_limit:
+        parts["refine"] = parts["report"][:refine_limit]
     (out / "lists").mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, part in parts.items():
@@ -96,6 +101,10 @@ def stage(name: str, out: Path, done: Path, module: str, args: list[str]) -> dic
         timings[name] = {"seconds": round(seconds, 1), "peak_rss_mib": round(rss)}
         timings_path.write_text(json.dumps(timings, indent=2))
     return timings[name]
+
+
+def rss(timing: dict) -> str:
+    return f"{timing['peak_rss_mib']} MiB" if timing.get("peak_rss_mib") else "not recorded"
 
 
 def bare_training_step_seconds(config, steps: int) -> float:
@@ -153,6 +162,12 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="the VOC2012 folder")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_voc"))
     parser.add_argument("--limit", type=int, default=None, help="only the first N images")
+    parser.add_argument(
+        "--refine-limit",
+        type=int,
+        default=None,
+        help="PAR and IRN label only the first N report images; every run is scored on them too",
+    )
     parser.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     parser.add_argument("--train", action="append", default=[], help="a wsss.train override")
     parser.add_argument(
@@ -167,6 +182,9 @@ def main() -> None:
     )
     parser.add_argument("--no-refine", action="store_true", help="skip PAR and IRN")
     parser.add_argument(
+        "--runs", default=None, help="only these pseudo-mask runs, e.g. defaults,crf,par,irn"
+    )
+    parser.add_argument(
         "--segmentation", action="store_true", help="also train segmentation models (slow)"
     )
     parser.add_argument("--timing-images", type=int, default=8)
@@ -175,7 +193,7 @@ def main() -> None:
     if not (root / "ImageSets/Segmentation/train.txt").is_file():
         raise SystemExit(f"{root}: not a VOC2012 folder (see data/README.md)")
     out.mkdir(parents=True, exist_ok=True)
-    lists = write_lists(root, out, args.limit)
+    lists = write_lists(root, out, args.limit, args.refine_limit)
     data = dataset_overrides(root, lists)
     model = [f"model={args.model}", "train=finetune"]
     train_args = model + [f"train.epochs={args.epochs}"] * bool(args.epochs) + args.train
@@ -201,10 +219,15 @@ def main() -> None:
     affinity = out / "affinity" / "affinity.pt"
     runs = {"defaults": ("all", []), "crf": ("all", ["crf=dense"])}
     if not args.no_refine:
-        runs["par"] = ("report", ["refine=par"])
+        refined = "refine" if args.refine_limit else "report"
+        runs["par"] = (refined, ["refine=par"])
         irn = ["refine=irn", f"refine.checkpoint={affinity}"]
-        runs["irn"] = ("all", irn)
-        runs["irn+crf"] = ("report", [*irn, "crf=dense"])
+        # IRN's own parameters: nothing to tune; all images when a segmentation model trains on
+        # its masks (the fit images), the report images otherwise
+        runs["irn"] = ("all" if args.segmentation else refined, irn)
+        runs["irn+crf"] = (refined, [*irn, "crf=dense"])
+    if args.runs:
+        runs = {name: runs[name] for name in args.runs.split(",")}
     scores = {}
     for name, (split, extra) in runs.items():
         if name.startswith("irn") and "affinity" not in timing:
@@ -218,7 +241,9 @@ def main() -> None:
                     f"hydra.run.dir={folder}"]  # fmt: skip
         timing[name] = stage(name, out, folder / "summary.json", "wsss.generate_masks", generate)
         timing[name]["images"] = len(lists[split].read_text().split())
-        for part in ("report", "tune") if split == "all" else ("report",):
+        parts = {"all": ["report", "tune"], "report": ["report"], "refine": []}[split]
+        parts += ["refine"] if args.refine_limit else []
+        for part in parts:
             evaluation = out / f"evaluate_{name}_{part}"
             stage(f"evaluate_{name}_{part}", out, evaluation / "metrics.json", "wsss.evaluate", [
                 *data, f"split={part}", f"predictions={folder}", f"hydra.run.dir={evaluation}",
@@ -249,6 +274,7 @@ def main() -> None:
     heldout = len(lists["heldout"].read_text().split())
     training_seconds = metrics["seconds_per_epoch"] * config.train.epochs
     cam = generation.cam
+    subset = f"mIoU (first {args.refine_limit} report images) | " if args.refine_limit else ""
     lines = [
         f"VOC 2012 train, {images} images; model={args.model}; {torch.get_num_threads()} threads",
         f"classifier: held-out mAP {metrics['val_map']:.4f} ({heldout} images never trained "
@@ -261,24 +287,28 @@ def main() -> None:
         f"{floor_seconds:.3f} s/img; ratio {maps_seconds / floor_seconds:.2f} (first "
         f"{args.timing_images} images, max_side {cam.max_side}, scales {list(cam.scales)}, "
         f"flip {cam.flip})",
-        f"training run: {timing['train']['seconds']:.0f} s, peak RSS "
-        f"{timing['train']['peak_rss_mib']} MiB",
+        f"training run: {timing['train']['seconds']:.0f} s, peak RSS {rss(timing['train'])}",
         "",
-        "| pseudo-masks | mIoU (report) | mIoU (tune) | best threshold (report; tuned on GT: "
-        "an upper bound) | uncertain | s/img (whole run) | peak RSS |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| pseudo-masks | mIoU (report) | mIoU (tune) | {subset}best threshold (report; tuned "
+        "on GT: an upper bound) | uncertain | s/img (whole run) | peak RSS |",
+        "| --- | --- | --- | --- | --- | --- | --- |" + " --- |" * bool(subset),
     ]
+
+    def miou(name: str, part: str) -> str:
+        score = scores.get((name, part))
+        return f"{score['masks_on_disk']['miou']:.4f}" if score else ""
+
     for name in runs:
-        report, tune = scores[name, "report"], scores.get((name, "tune"))
+        report = scores.get((name, "report")) or scores[name, "refine"]
         sweep = report.get("threshold_sweep", {})
         best = f"{sweep['best_miou']:.4f} ({sweep['best_threshold']:.2f})" if sweep else ""
         masks = report["masks_on_disk"]
-        tuned = f"{tune['masks_on_disk']['miou']:.4f}" if tune else ""
+        refined = f"{miou(name, 'refine')} | " if subset else ""
         lines.append(
-            f"| {name} | {masks['miou']:.4f} | {tuned} | {best} | "
+            f"| {name} | {miou(name, 'report')} | {miou(name, 'tune')} | {refined}{best} | "
             f"{100 * masks['uncertain_pixel_fraction']:.1f}% | "
             f"{timing[name]['seconds'] / timing[name]['images']:.3f} | "
-            f"{timing[name]['peak_rss_mib']} MiB |"
+            f"{rss(timing[name])} |"
         )
     if "affinity" in timing:
         lines.append(f"\naffinity training: {timing['affinity']['seconds']:.0f} s")

@@ -85,7 +85,7 @@ def main() -> None:
     print(
         f"\n{config.cam.method} maps of {len(split)} {args.split} images, checkpoint {checkpoint}"
     )
-    print(f"no CRF (threshold {config.mask.bg_threshold}): mIoU {raw.miou:.4f}\n")
+    print(f"no CRF ({config.mask.describe()}): mIoU {raw.miou:.4f}\n")
 
     grid = GRIDS[args.mode] if args.grid == "full" else {}
     if args.set:

@@ -57,7 +57,10 @@ def main() -> None:
     config = compose_config("evaluate", args.override)
     folder = RunFolder(args.run)
     base = ThresholdSettings()
-    rules = {f"fixed {t}": replace(base, bg_threshold=float(t)) for t in args.thresholds.split(",")}
+    rules = {
+        f"fixed {t}": replace(base, rule="fixed", bg_threshold=float(t))
+        for t in args.thresholds.split(",")
+    }
     rules["otsu"] = replace(base, rule="otsu")
     for m in args.masses.split(","):
         rules[f"mass {m}"] = replace(base, rule="mass", mass=float(m))

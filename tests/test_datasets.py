@@ -119,7 +119,7 @@ def test_export_keeps_coco_category_ids(coco_root, tmp_path):
     )
     model = create_classifier(ModelSpec("smallcnn", backbone_kwargs={"width": 8}), 6)
     predictor = MaskPredictor(
-        model, ClassifierCam(scales=[1.0], flip=False), ThresholdSettings(0.0)
+        model, ClassifierCam(scales=[1.0], flip=False), ThresholdSettings(0.0, rule="fixed")
     )
     generate_pseudo_masks(predictor, split, tmp_path, ExportSettings(overlays=0))
     coco = json.loads((tmp_path / "annotations.json").read_text())

@@ -57,7 +57,8 @@ def _generate(model, root: Path, out: Path, policy: str = "error", **export):
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    """Every output file's bytes (timings dropped), by path relative to the run folder."""
+    """Every output file's bytes (timings dropped, and the folder's own name, which the review
+    page shows, replaced), by path relative to the run folder."""
     files = {}
     for path in sorted(folder.rglob("*")):
         if path.is_file() and path.name != ".lock":
@@ -66,6 +67,12 @@ def _files(folder: Path) -> dict[str, bytes]:
                 metrics = json.loads(data)
                 metrics.pop("seconds")
                 data = json.dumps(metrics).encode()
+            if path.name == "report_data.js":
+                name = b'"run": ' + json.dumps(folder.name).encode()
+                data = data.replace(name, b'"run": "<run>"', 1)
+            if path.name == "report.html":
+                for context in (b"review: %s<", b"Pseudo-masks of %s<"):
+                    data = data.replace(context % folder.name.encode(), context % b"<run>")
             files[path.relative_to(folder).as_posix()] = data
     return files
 

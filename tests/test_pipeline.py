@@ -93,8 +93,8 @@ def test_overlays_metrics_and_cam_cache(generated):
     overlays = sorted(p.name for p in (out / "overlays").glob("*.png"))
     assert "contact_sheet.png" in overlays and len(overlays) == 5
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["fixed_threshold"]["bg_threshold"] == 0.15
-    assert metrics["fixed_threshold"]["miou"] == pytest.approx(result.confusion.miou, abs=1e-4)
+    assert metrics["threshold_rule"]["rule"] == "otsu"
+    assert metrics["threshold_rule"]["miou"] == pytest.approx(result.confusion.miou, abs=1e-4)
     assert len(metrics["threshold_sweep"]["miou"]) == 12
     assert Image.open(out / "threshold_sweep.png").size[0] > 100
     with np.load(out / "cams" / f"{split.samples[0].image_id}.npz") as data:
@@ -147,7 +147,7 @@ def test_crf_in_two_workers_matches_one_and_is_scored_against_the_raw_masks(tiny
     assert result.raw_confusion is not None and result.crf_failures == 0
     metrics = json.loads((tmp_path / "2" / "metrics.json").read_text())
     assert metrics["crf"]["mode"] == "label"
-    assert metrics["fixed_threshold"]["miou"] == pytest.approx(result.raw_confusion.miou, abs=1e-4)
+    assert metrics["threshold_rule"]["miou"] == pytest.approx(result.raw_confusion.miou, abs=1e-4)
     assert metrics["masks_on_disk"]["miou"] == pytest.approx(result.confusion.miou, abs=1e-4)
 
 

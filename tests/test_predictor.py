@@ -12,7 +12,7 @@ from wsss.data import load_image, load_label_map, load_split
 from wsss.engine.generation import generate_pseudo_masks
 from wsss.errors import DataError
 from wsss.export import ExportSettings
-from wsss.masks import MaskPredictor, ThresholdSettings, cam_to_label_map, working_size
+from wsss.masks import MaskPredictor, ThresholdSettings, working_size
 from wsss.models import ModelSpec, create_classifier
 
 
@@ -24,7 +24,9 @@ def model():
 
 def test_predict_is_the_generation_loops_mask(model, tiny_dataset, tmp_path):
     split = load_split(tiny_dataset, "eval.csv")
-    predictor = MaskPredictor(model, ClassifierCam(scales=[1.0, 0.5]), ThresholdSettings(0.2))
+    predictor = MaskPredictor(
+        model, ClassifierCam(scales=[1.0, 0.5]), ThresholdSettings(0.2, rule="fixed")
+    )
     generate_pseudo_masks(predictor, split, tmp_path, ExportSettings(overlays=0), batch_size=4)
     for sample in split.samples[:4]:
         prediction = predictor.predict(load_image(sample.image_path), sample.labels)
@@ -41,7 +43,7 @@ def test_predict_equals_the_stages_by_hand(model):
     raw = multiscale_cams(cam.bind(model), x, [[1, 4]], cam.scales, cam.flip)[0]
     expected = normalize_cams(raw).numpy()
     assert np.abs(prediction.cams - expected).max() < 1e-6
-    assert np.array_equal(prediction.label_map, cam_to_label_map(expected, [1, 4], 0.15))
+    assert np.array_equal(prediction.label_map, ThresholdSettings().label_map(expected, [1, 4]))
     assert prediction.refined is None and prediction.mask is prediction.label_map
 
 

@@ -71,7 +71,7 @@ def test_tune_crf(workspace):
         "tune_crf.py", "--split", "eval", "--limit", "3", "--grid", "default", "--workers", "1",
         *OVERRIDES, cwd=root, cache=cache,
     )  # fmt: skip
-    assert "no CRF (threshold 0.15): mIoU" in out and "| mIoU | mIoU confident |" in out
+    assert "no CRF (otsu rule): mIoU" in out and "| mIoU | mIoU confident |" in out
 
 
 def test_bench_pipeline(workspace):
@@ -138,11 +138,12 @@ def test_bench_voc(voc_root, tmp_path):
         "--affinity", "affinity.crop_size=48", "--segmentation",
         "--segment", "segmentation.epochs=1", "--segment", "segmentation.crop_size=48",
         "--segment", "segmentation.backbone_weights=null", "--timing-images", "2",
-        cwd=tmp_path, cache=tmp_path / "cache", timeout=1200,
+        "--refine-limit", "5", cwd=tmp_path, cache=tmp_path / "cache", timeout=1200,
     )  # fmt: skip
     for row in ("| defaults |", "| crf |", "| par |", "| irn |", "| irn+crf |"):
         assert row in out, row
     assert "held-out mAP" in out and "ratio pseudo-masks / ground truth" in out
+    assert "mIoU (first 5 report images)" in out
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +189,9 @@ def test_labels_from_masks(voc_root, tmp_path):
         cwd=tmp_path, cache=tmp_path / "cache",
     )  # fmt: skip
     assert out.startswith("wrote ") and (tmp_path / "train.csv").read_text().startswith("file,")
+
+
+def test_bench_walk(tmp_path):
+    out = script("bench_walk.py", "--sizes", "80x60", "--exp-times", "2", cwd=tmp_path,
+                 cache=tmp_path / "cache")  # fmt: skip
+    assert "| 80x60 | 20x15 |" in out and "MiB" in out

@@ -88,8 +88,8 @@ def summary_rows(s: dict) -> list[tuple[str, str]]:
         rows += [
             (_rule_name(s), f"{s['miou']:.4f}"),
             (
-                f"mIoU at best threshold {s['best_threshold']:.2f}",
-                f"{s['best_threshold_miou']:.4f}  (tuned on ground truth: an upper bound)",
+                f"mIoU at best fixed threshold {s['best_threshold']:.2f}",
+                f"{s['best_threshold_miou']:.4f}  (tuned on ground truth: not a result)",
             ),
         ]
         if "crf_miou" in s:

@@ -575,7 +575,7 @@ def write_metrics(
     threshold_rule = result.raw_confusion or result.confusion
     metrics = {
         "masks_on_disk": result.confusion.summary(class_names),
-        "fixed_threshold": {
+        "threshold_rule": {
             "rule": predictor.rule.rule,
             "bg_threshold": predictor.rule.bg_threshold,
             "fg_threshold": predictor.rule.fg_threshold,
@@ -588,6 +588,7 @@ def write_metrics(
     }
     write_json(folder.metrics, metrics)
     with atomic_path(folder.sweep_plot) as tmp:
-        result.sweep.save_plot(tmp, fixed_threshold=predictor.rule.bg_threshold)
+        fixed = predictor.rule.bg_threshold if predictor.rule.rule == "fixed" else None
+        result.sweep.save_plot(tmp, fixed_threshold=fixed)
     result.outputs["metrics"] = str(folder.metrics)
     result.outputs["sweep_plot"] = str(folder.sweep_plot)

@@ -49,9 +49,9 @@ class CRFSettings:
     iterations: int = 10
     gaussian_sxy: float = 3.0
     gaussian_compat: float = 3.0
-    # Tuned on the synthetic train split (scripts/tune_crf.py); IRN uses sxy 50, srgb 5.
+    # Tuned on VOC 2012 train's tune third (scripts/tune_crf.py); IRN uses sxy 50, srgb 5.
     bilateral_sxy: float = 80.0
-    bilateral_srgb: float = 13.0
+    bilateral_srgb: float = 5.0
     bilateral_compat: float = 10.0
     #: label mode: confidence of the hard labels, and the two foreground thresholds
     gt_prob: float = 0.7

@@ -35,7 +35,8 @@ class ThresholdSettings:
 
     bg_threshold: float = 0.15
     fg_threshold: float | None = None
-    rule: str = "fixed"
+    #: otsu: chosen on VOC 2012 train, where it beats a fixed 0.15 (README, Real photos)
+    rule: str = "otsu"
     mass: float = 0.8
 
     def validate(self) -> None:
@@ -49,6 +50,12 @@ class ThresholdSettings:
             )
         if not 0.0 < self.mass <= 1.0:
             raise ConfigError(f"mask.mass must be in (0, 1], got {self.mass}")
+
+    def describe(self) -> str:
+        """The rule in a few words, for summaries: ``threshold 0.15`` or ``otsu rule``."""
+        if self.rule == "fixed":
+            return f"threshold {self.bg_threshold:.2f}"
+        return f"mass rule {self.mass}" if self.rule == "mass" else "otsu rule"
 
     def thresholds(self, cams: np.ndarray) -> float | np.ndarray:
         """The rule's threshold: one float, or one per map of ``cams`` (N, H, W)."""
