@@ -6,18 +6,25 @@ Runs the commands a user would, on VOC 2012's 1,464 segmentation train images (r
    (``fit``), validated on the held-out tenth (``heldout``: every 10th image), which it never
    trains on;
 2. ``wsss.generate_masks``: pseudo-masks for all 1,464 images at the defaults (no refinement),
-   then with the dense CRF (``crf=dense``);
+   then with the dense CRF (``crf=dense``), PAR (``refine=par``) and IRN's random walk
+   (``refine=irn``, after ``wsss.train_affinity`` on the CRF masks: its seeds), with and
+   without the CRF; ``--refine-limit N`` has the refiners label only the first N report images
+   and every run is scored on those too, ``--seeds tune`` trains the affinity network on the
+   tune images' seeds only;
 3. ``wsss.evaluate``: their mIoU against VOC's masks, on the *report* images (two in three;
    the other third, ``tune``, is where defaults are chosen: see scripts/tune_crf.py and
    scripts/tune_threshold.py), with the threshold sweep's best (tuned on the ground truth, an
-   upper bound) beside the fixed default.
+   upper bound) beside the default rule;
+4. with ``--segmentation``, ``wsss.train_segmentation`` on the pseudo-masks of the fit images
+   against the same model on their ground truth, both scored on the held-out images.
 
 It prints the classifier's held-out mAP, each stage's time and peak memory (RSS, from the
 kernel), the training time per epoch against a bare forward/backward loop of the same model on
 the same crops, and the generation time per image against the plain forward passes it needs
 (its floor), both measured side by side in this run.
 
-    python scripts/bench_voc.py                      # about 1 hour 30 minutes on 2 CPU cores
+    python scripts/bench_voc.py --refine-limit 150 --seeds tune   # the README's table
+    python scripts/bench_voc.py                      # every image through every stage (hours)
     python scripts/bench_voc.py --limit 100 --epochs 2   # a quick look
     python scripts/bench_voc.py --train train.lr=1e-4 --generate cam.max_side=320
 
@@ -65,6 +72,10 @@ def write_lists(
     }
     if refine_limit:
         parts["refine"] = parts["report"][:refine_limit]
+    # --seeds tune: the CRF run labels the tune images (the affinity network's seeds) and the
+    # images the refiners label
+    seeds = set(parts["tune"]) | set(parts.get("refine", parts["report"]))
+    parts["seeds"] = [x for x in ids if x in seeds]
     (out / "lists").mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, part in parts.items():
@@ -182,6 +193,13 @@ def main() -> None:
     )
     parser.add_argument("--no-refine", action="store_true", help="skip PAR and IRN")
     parser.add_argument(
+        "--seeds",
+        choices=["all", "tune"],
+        default="all",
+        help="the images whose CRF masks train IRN's affinity network; with tune, the CRF run "
+        "labels only the tune images and those PAR and IRN label (about half the time)",
+    )
+    parser.add_argument(
         "--runs", default=None, help="only these pseudo-mask runs, e.g. defaults,crf,par,irn"
     )
     parser.add_argument(
@@ -217,7 +235,8 @@ def main() -> None:
     # IRN's random walk with and without the CRF; 3. their scores on the report images.
     seeds = out / "masks_crf"
     affinity = out / "affinity" / "affinity.pt"
-    runs = {"defaults": ("all", []), "crf": ("all", ["crf=dense"])}
+    seed_split = "all" if args.seeds == "all" else "seeds"
+    runs = {"defaults": ("all", []), "crf": (seed_split, ["crf=dense"])}
     if not args.no_refine:
         refined = "refine" if args.refine_limit else "report"
         runs["par"] = (refined, ["refine=par"])
@@ -232,7 +251,7 @@ def main() -> None:
     for name, (split, extra) in runs.items():
         if name.startswith("irn") and "affinity" not in timing:
             timing["affinity"] = stage("affinity", out, affinity, "wsss.train_affinity", [
-                *data, *model, f"checkpoint={checkpoint}", f"seeds={seeds}", "split=all",
+                *data, *model, f"checkpoint={checkpoint}", f"seeds={seeds}", f"split={args.seeds}",
                 *args.affinity, f"hydra.run.dir={affinity.parent}",
             ])  # fmt: skip
         folder = out / f"masks_{name}"
@@ -241,8 +260,10 @@ def main() -> None:
                     f"hydra.run.dir={folder}"]  # fmt: skip
         timing[name] = stage(name, out, folder / "summary.json", "wsss.generate_masks", generate)
         timing[name]["images"] = len(lists[split].read_text().split())
-        parts = {"all": ["report", "tune"], "report": ["report"], "refine": []}[split]
-        parts += ["refine"] if args.refine_limit else []
+        parts = {"all": ["report", "tune"], "report": ["report"], "refine": [], "seeds": ["tune"]}
+        parts = parts[split] + (["refine"] if args.refine_limit else [])
+        if split == "seeds" and not args.refine_limit:
+            parts.append("report")
         for part in parts:
             evaluation = out / f"evaluate_{name}_{part}"
             stage(f"evaluate_{name}_{part}", out, evaluation / "metrics.json", "wsss.evaluate", [

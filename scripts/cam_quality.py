@@ -1,8 +1,8 @@
 """Pseudo-mask quality of each CAM method on the synthetic eval split, as a Markdown table.
 
 Uses the demo classifier (trained and cached by ``python -m wsss.generate_masks`` if missing) and
-the full generation stage (scales 1.0, 0.5, 1.5, 2.0 + flip, threshold 0.15), so the time per
-image is what ``generate_masks`` spends per image, writing included.
+the full generation stage at the ``generate_masks`` defaults (``conf/cam``, ``conf/mask``), so the
+time per image is what ``generate_masks`` spends per image, writing included.
 
     python scripts/cam_quality.py                                   # all but Score-CAM
     python scripts/cam_quality.py --methods cam,scorecam,scorecam:64 --limit 40

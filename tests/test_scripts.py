@@ -127,6 +127,10 @@ def test_upper_bound(workspace):
     assert "ratio (b) / (c):" in out
 
 
+def _ids(path: Path) -> list[str]:
+    return path.read_text().split()
+
+
 def test_bench_voc(voc_root, tmp_path):
     """The real-photo benchmark end to end on a tiny VOC-layout folder (small model, 1 epoch)."""
     out = script(
@@ -138,12 +142,17 @@ def test_bench_voc(voc_root, tmp_path):
         "--affinity", "affinity.crop_size=48", "--segmentation",
         "--segment", "segmentation.epochs=1", "--segment", "segmentation.crop_size=48",
         "--segment", "segmentation.backbone_weights=null", "--timing-images", "2",
-        "--refine-limit", "5", cwd=tmp_path, cache=tmp_path / "cache", timeout=1200,
+        "--refine-limit", "5", "--seeds", "tune", cwd=tmp_path, cache=tmp_path / "cache",
+        timeout=1200,
     )  # fmt: skip
     for row in ("| defaults |", "| crf |", "| par |", "| irn |", "| irn+crf |"):
         assert row in out, row
     assert "held-out mAP" in out and "ratio pseudo-masks / ground truth" in out
     assert "mIoU (first 5 report images)" in out
+    lists = tmp_path / "bench" / "lists"
+    seeds = set(_ids(lists / "seeds.txt")) - set(_ids(lists / "tune.txt"))
+    assert seeds == set(_ids(lists / "refine.txt")), "the CRF labels tune + refine images only"
+    assert "| crf |  |" in out, "with --seeds tune the CRF run has no report-wide figure"
 
 
 @pytest.fixture(scope="module")
