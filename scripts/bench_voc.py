@@ -259,11 +259,11 @@ def main() -> None:
                     "export.save_cams=true", *extra, *args.generate,
                     f"hydra.run.dir={folder}"]  # fmt: skip
         timing[name] = stage(name, out, folder / "summary.json", "wsss.generate_masks", generate)
-        timing[name]["images"] = len(lists[split].read_text().split())
-        parts = {"all": ["report", "tune"], "report": ["report"], "refine": [], "seeds": ["tune"]}
-        parts = parts[split] + (["refine"] if args.refine_limit else [])
-        if split == "seeds" and not args.refine_limit:
-            parts.append("report")
+        labelled = set(lists[split].read_text().split())
+        timing[name]["images"] = len(labelled)
+        # scored on every list whose images the run labelled
+        parts = [part for part in ("report", "tune", "refine")
+                 if part in lists and set(lists[part].read_text().split()) <= labelled]  # fmt: skip
         for part in parts:
             evaluation = out / f"evaluate_{name}_{part}"
             stage(f"evaluate_{name}_{part}", out, evaluation / "metrics.json", "wsss.evaluate", [
