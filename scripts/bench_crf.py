@@ -18,8 +18,7 @@ from _timing import interleaved  # scripts/, beside this file
 from scipy import ndimage
 
 from wsss.data.synthetic import SyntheticSpec, render_image
-from wsss.engine.parallel import ordered_map
-from wsss.masks.crf import CRFSettings, import_pydensecrf, refine_or_fail
+from wsss.masks.crf import CRFSettings, crf_label_map, crf_label_maps, import_pydensecrf
 
 
 def make_inputs(count: int, size: int) -> list[tuple[np.ndarray, np.ndarray, list[int]]]:
@@ -82,7 +81,7 @@ def main() -> None:
         jobs = [(image, cams, classes, settings) for image, cams, classes in inputs]
         (ours, bare), _ = interleaved(
             [
-                lambda jobs=jobs: [refine_or_fail(job) for job in jobs],
+                lambda jobs=jobs: [crf_label_map(*job) for job in jobs],
                 lambda jobs=jobs: [bare_pydensecrf(image, cams, s) for image, cams, _, s in jobs],
             ],
             args.repeats,
@@ -93,17 +92,17 @@ def main() -> None:
             flush=True,
         )
 
-    settings = CRFSettings(mode="label")
-    jobs = [(image, cams, classes, settings) for image, cams, classes in inputs]
+    one_worker, two_workers = CRFSettings(workers=1), CRFSettings(workers=2)
+    jobs = len(inputs)
     (one, two), _ = interleaved(
         [
-            lambda: list(ordered_map(refine_or_fail, jobs, workers=1)),
-            lambda: list(ordered_map(refine_or_fail, jobs, workers=2)),
+            lambda: list(crf_label_maps(inputs, one_worker)),
+            lambda: list(crf_label_maps(inputs, two_workers)),
         ],
         args.repeats,
     )
     print(
-        f"\nlabel mode, {len(jobs)} images: 1 worker {one:.2f} s, 2 workers {two:.2f} s, "
+        f"\nlabel mode, {jobs} images: 1 worker {one:.2f} s, 2 workers {two:.2f} s, "
         f"speed-up {one / two:.2f}x (pool start-up included)"
     )
 

@@ -33,7 +33,7 @@ from wsss.data import (
 )
 from wsss.export import coco_annotations
 from wsss.io import default_cache_dir, write_json
-from wsss.masks import CRFSettings, MaskPredictor, ThresholdSettings, refine_label_map
+from wsss.masks import CRFSettings, MaskPredictor, ThresholdSettings, crf_label_map
 from wsss.models import load_checkpoint
 
 
@@ -73,11 +73,11 @@ def main() -> None:
 
     def threshold():
         for i, sample in enumerate(samples):
-            label_maps[i] = predictor.mask.label_map(cams[i], sample.labels)
+            label_maps[i] = predictor.rule.label_map(cams[i], sample.labels)
 
-    def refine():
+    def crf():
         for image, maps, sample in zip(images, cams, samples, strict=True):
-            refine_label_map(image, maps, sample.labels, predictor.crf)
+            crf_label_map(image, maps, sample.labels, predictor.crf)
 
     def export():
         for i, sample in enumerate(samples):
@@ -86,7 +86,7 @@ def main() -> None:
             write_json(out / f"{sample.image_id}.json", {"annotations": annotations})
 
     cam(), threshold()  # inputs of the later stages
-    stages = {"load": load, "cam": cam, "threshold": threshold, "crf": refine, "export": export}
+    stages = {"load": load, "cam": cam, "threshold": threshold, "crf": crf, "export": export}
     times, _ = interleaved(list(stages.values()), args.repeats)
     n = len(samples)
     total = sum(times)

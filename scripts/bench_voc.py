@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 from _timing import interleaved  # scripts/, beside this file
 
-from wsss.cli.common import compose_config
+from wsss.cli.config import compose_config
 from wsss.data import load_image
 from wsss.masks import MaskPredictor
 from wsss.masks.predictor import working_size

@@ -1,4 +1,4 @@
-"""Time and peak memory of IRN's random walk (wsss.masks.affinity) against the image size.
+"""Time and peak memory of IRN's random walk (wsss.masks.random_walk) against the image size.
 
 For each image size, a child process builds the affinities of a random boundary map at stride 4
 (radius 5, as ``refine=irn`` runs it), walks 2 class maps plus background through the sparse
@@ -23,7 +23,7 @@ import time
 def child(height: int, width: int, walk: bool, exp_times: int) -> None:
     import torch
 
-    from wsss.masks.affinity import path_affinities, random_walk
+    from wsss.masks.random_walk import path_affinities, random_walk
 
     torch.manual_seed(0)
     h, w = -(-height // 4), -(-width // 4)

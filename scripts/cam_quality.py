@@ -23,7 +23,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from wsss.cams import method_settings
-from wsss.cli.common import classifier_for, compose_config, load_split
+from wsss.cli.common import classifier_for, load_split
+from wsss.cli.config import compose_config
 from wsss.data.screen import BadImages
 from wsss.devices import resolve_device
 from wsss.engine.generation import generate_pseudo_masks

@@ -29,9 +29,9 @@ import numpy as np
 from scipy.stats import spearmanr
 from tqdm import tqdm
 
-from wsss.cli.common import compose_config
+from wsss.cli.config import compose_config
 from wsss.data.images import load_label_map
-from wsss.engine.run_folder import RunFolder
+from wsss.engine.run_folder import ImageRecord, RunFolder
 from wsss.masks.quality import FEATURES, WEIGHTS, estimate
 from wsss.masks.threshold import IGNORE
 from wsss.metrics import ConfusionMatrix
@@ -49,21 +49,21 @@ def collect(folder: RunFolder, split) -> list[dict]:
     images = []
     for sample in tqdm(split.samples, desc=f"read {len(split)} records", leave=False):
         record = folder.read_record(sample.image_id)
-        if "skipped" in record or not record.get("quality"):
+        if not isinstance(record, ImageRecord) or not record.quality:
             continue
         truth = split.ground_truth(sample)
         prediction = load_label_map(folder.mask(sample.image_id), truth.shape)
         regions = []
-        for name, features in record["quality"]["classes"].items():
+        for name, features in record.quality["classes"].items():
             value = split.class_names.index(name) + 1
             regions.append({"features": features, "iou": iou(prediction, truth, value)})
         ious = [iou(prediction, truth, 0)] + [r["iou"] for r in regions]
-        scores = [a["score"] for a in record["annotations"]]
+        scores = [a["score"] for a in record.annotations]
         images.append({
             "regions": regions,
             "iou": float(np.mean(ious)),
             "score": float(np.mean(scores)) if scores else 0.0,
-            "counts": record["scores"]["masks"],
+            "counts": record.scores["masks"],
         })  # fmt: skip
     return images
 

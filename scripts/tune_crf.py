@@ -18,12 +18,12 @@ from dataclasses import replace
 
 from tqdm import tqdm
 
-from wsss.cli.common import classifier_for, compose_config, load_split
+from wsss.cli.common import classifier_for, load_split
+from wsss.cli.config import compose_config
+from wsss.data.batches import same_size_batches
 from wsss.data.screen import BadImages
 from wsss.devices import resolve_device
-from wsss.engine.generation import predictions
-from wsss.engine.parallel import ordered_map
-from wsss.masks import MaskPredictor, refine_or_fail
+from wsss.masks import MaskPredictor, crf_label_maps
 from wsss.metrics import ConfusionMatrix
 
 GRIDS = {
@@ -68,20 +68,19 @@ def main() -> None:
     classifier, checkpoint, _ = classifier_for(config, device, BadImages())
     base = replace(config.crf, mode=args.mode)
     predictor = MaskPredictor(classifier.model, config.cam, config.mask, device=device)
-    items = list(
-        tqdm(
-            predictions(predictor, split.samples, config.batch_size),
-            total=len(split),
-            desc="maps",
-            unit="img",
+    batches = same_size_batches(split.samples, config.batch_size)
+    items = [
+        (item.image, prediction)
+        for item, prediction in tqdm(
+            predictor.stream(batches), total=len(split), desc="maps", unit="img"
         )
-    )
+    ]
     truths = [split.ground_truth(s) for s in split.samples]
     num_labels = len(split.class_names) + 1
 
     raw = ConfusionMatrix(num_labels)
-    for item, truth in zip(items, truths, strict=True):
-        raw.update(item.prediction.label_map, truth)
+    for (_, prediction), truth in zip(items, truths, strict=True):
+        raw.update(prediction.label_map, truth)
     print(
         f"\n{config.cam.method} maps of {len(split)} {args.split} images, checkpoint {checkpoint}"
     )
@@ -100,11 +99,10 @@ def main() -> None:
     rows = []
     for crf in tqdm(candidates, desc=f"{args.mode} grid", unit="setting"):
         confusion = ConfusionMatrix(num_labels)
-        jobs = ((i.image, i.prediction.cams, i.prediction.labels, crf) for i in items)
-        for refined, truth in zip(
-            ordered_map(refine_or_fail, jobs, args.workers), truths, strict=True
-        ):
-            confusion.update(refined, truth)
+        jobs = ((image, p.cams, p.labels) for image, p in items)
+        labelled = crf_label_maps(jobs, replace(crf, workers=args.workers))
+        for label_map, truth in zip(labelled, truths, strict=True):
+            confusion.update(label_map, truth)
         rows.append((confusion.miou, confusion.miou_confident, confusion.uncertain_fraction, crf))
     rows.sort(key=lambda r: -r[0])
     names = list(grid) or ["(defaults)"]

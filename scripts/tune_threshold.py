@@ -26,8 +26,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from wsss.cli.common import compose_config
-from wsss.engine.evaluation import load_cams
+from wsss.cli.config import compose_config
 from wsss.engine.run_folder import RunFolder
 from wsss.masks import ThresholdSettings
 from wsss.metrics import ConfusionMatrix
@@ -38,7 +37,7 @@ def score(rules: dict[str, ThresholdSettings], split, folder: RunFolder) -> dict
     matrices = {name: ConfusionMatrix(len(split.class_names) + 1) for name in rules}
     for sample in tqdm(split.samples, desc="score rules", unit="img", leave=False):
         truth = split.ground_truth(sample)
-        cams = load_cams(folder.cams(sample.image_id), sample.labels)
+        cams = folder.read_maps(sample.image_id, sample.labels)
         for name, rule in rules.items():
             matrices[name].update(rule.label_map(cams, sample.labels), truth)
     return {name: m.miou for name, m in matrices.items()}

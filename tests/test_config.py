@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from wsss.cli import common
-from wsss.cli.config import config_dir
+from wsss.cli.config import config_dir, register_configs
 from wsss.errors import ConfigError
 from wsss.models import LoadedClassifier, ModelSpec, create_classifier
 
@@ -30,6 +30,7 @@ TINY_DATA = ["dataset.num_train=24", "dataset.num_eval=6", "dataset.image_size=4
 
 @pytest.fixture(autouse=True)
 def hydra_dir():
+    register_configs()  # as every command and compose_config do; importing wsss does not
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         yield
@@ -190,7 +191,7 @@ def test_generate_masks_hands_its_groups_to_the_stages_as_they_are(monkeypatch, 
         generate_masks.run(cfg, tmp_path / "out")
     predictor, _, _, export = seen["args"]
     assert predictor.cam is cfg.cam and predictor.cam.top_channels == 8
-    assert predictor.mask is cfg.mask and predictor.crf is cfg.crf and export is cfg.export
+    assert predictor.rule is cfg.mask and predictor.crf is cfg.crf and export is cfg.export
     assert predictor.label_threshold == 0.7 and predictor.amp == cfg.amp
     assert seen["kwargs"]["batch_size"] == 3 and seen["kwargs"]["num_workers"] == 1
 

@@ -5,18 +5,18 @@ import sys
 import numpy as np
 import pytest
 
-from wsss.engine.parallel import ordered_map
 from wsss.errors import MissingDependencyError
 from wsss.masks import IGNORE, cam_to_label_map
 from wsss.masks.crf import (
     PYDENSECRF_HELP,
     CRFFailure,
     CRFSettings,
+    crf_label_map,
+    crf_label_maps,
     dense_crf,
     import_pydensecrf,
-    refine_label_map,
-    refine_or_fail,
 )
+from wsss.parallel import ordered_map
 
 pytest.importorskip("pydensecrf.densecrf", reason=PYDENSECRF_HELP)
 
@@ -41,14 +41,14 @@ def iou(a, b):
 def test_crf_pulls_the_mask_onto_the_object_edges(mode):
     image, truth, cams = scene()
     before = cam_to_label_map(cams, [2], 0.15) == 3
-    after = refine_label_map(image, cams, [2], CRFSettings(mode=mode))
+    after = crf_label_map(image, cams, [2], CRFSettings(mode=mode))
     assert set(np.unique(after)) <= {0, 3, IGNORE}
     assert iou(after == 3, truth) > iou(before, truth) + 0.1
 
 
 def test_label_mode_marks_disagreement_uncertain():
     image, truth, cams = scene()
-    out = refine_label_map(image, cams * 0.6, [0], CRFSettings(mode="label"))
+    out = crf_label_map(image, cams * 0.6, [0], CRFSettings(mode="label"))
     # between the permissive (0.05) and the confident (0.30) run, pixels are 255
     assert (out == IGNORE).any() and (out == 1).any() and (out == 0).any()
 
@@ -65,7 +65,7 @@ def test_soft_mode_equals_a_bare_pydensecrf_call():
     crf.addPairwiseGaussian(sxy=3, compat=3)
     crf.addPairwiseBilateral(sxy=80, srgb=13, rgbim=image, compat=10)
     bare = np.array(crf.inference(10)).reshape(2, 48, 48).argmax(0)
-    ours = refine_label_map(image, cams, [4], s)
+    ours = crf_label_map(image, cams, [4], s)
     assert np.array_equal(ours, np.array([0, 5], np.uint8)[bare])
 
 
@@ -73,15 +73,13 @@ def test_spatial_widths_scale_with_the_image_size():
     image, _, cams = scene()
     s = CRFSettings(reference_size=48 * 4, bilateral_sxy=80, gaussian_sxy=12)
     same = CRFSettings(reference_size=None, bilateral_sxy=20)
-    assert np.array_equal(
-        refine_label_map(image, cams, [0], s), refine_label_map(image, cams, [0], same)
-    )
+    assert np.array_equal(crf_label_map(image, cams, [0], s), crf_label_map(image, cams, [0], same))
 
 
 def test_downscale_keeps_the_full_size_and_the_answer():
     image, truth, cams = scene(64)
-    full = refine_label_map(image, cams, [0], CRFSettings(reference_size=None, bilateral_sxy=20))
-    half = refine_label_map(
+    full = crf_label_map(image, cams, [0], CRFSettings(reference_size=None, bilateral_sxy=20))
+    half = crf_label_map(
         image, cams, [0], CRFSettings(reference_size=None, bilateral_sxy=20, downscale=0.5)
     )
     assert half.shape == (64, 64)
@@ -102,8 +100,10 @@ def test_inputs_that_pydensecrf_would_misread_are_refused():
 
 def test_a_bad_image_becomes_a_reported_failure_not_a_crash():
     image, _, cams = scene()
-    bad = refine_or_fail((image, cams[:, :10], [0], CRFSettings()))  # maps of the wrong size
+    # maps of the wrong size
+    bad, good = crf_label_maps([(image, cams[:, :10], [0]), (image, cams, [0])], CRFSettings())
     assert isinstance(bad, CRFFailure) and bad.error
+    assert np.array_equal(good, crf_label_map(image, cams, [0], CRFSettings()))
 
 
 def _square(x):

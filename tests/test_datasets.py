@@ -188,7 +188,7 @@ def test_truncated_jpeg_found_while_decoding_is_skipped_and_recorded(tmp_path, t
         generate_pseudo_masks(predictor, split, tmp_path / "error", export)
     assert len(list((tmp_path / "error" / "masks").glob("*.png"))) == 1, "work before it is kept"
     result = generate_pseudo_masks(predictor, split, tmp_path / "skip", export, bad=Policy("skip"))
-    assert result.skipped == 1 and result.num_images == 3
+    assert len(result.skipped) == 1 and result.num_images == 3
     skipped = json.loads((tmp_path / "skip" / "skipped.json").read_text())
     assert skipped[0]["file"] == str(victim) and "truncated" in skipped[0]["reason"]
     coco = json.loads((tmp_path / "skip" / "annotations.json").read_text())

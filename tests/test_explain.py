@@ -10,7 +10,8 @@ from PIL import Image
 from tests.test_cli import TINY, run
 from wsss.cams import GradientCam
 from wsss.data import load_image, load_label_map, load_split
-from wsss.engine.explanation import ExplainItem, ExplainSettings, explain
+from wsss.data.image_items import ImageItem
+from wsss.engine.explanation import ExplainSettings, explain
 from wsss.metrics import maps as map_metrics
 from wsss.models import ModelSpec, create_classifier
 
@@ -83,7 +84,7 @@ def test_explain_writes_figures_json_and_a_report(tiny_dataset, tmp_path):
     model = create_classifier(ModelSpec("smallcnn", None, {"width": 4}), 6)
     split = load_split(tiny_dataset, "eval.csv")
     items = [
-        ExplainItem(s.image_id, load_image(s.image_path), s.labels, load_label_map(s.mask_path))
+        ImageItem(s.image_id, load_image(s.image_path), s.labels, load_label_map(s.mask_path))
         for s in split.samples[:4]
     ]
     settings = ExplainSettings(top_k=3, classes=["boat"], figures=2, deletion_steps=4)

@@ -144,10 +144,10 @@ def test_crf_in_two_workers_matches_one_and_is_scored_against_the_raw_masks(tiny
         one = (tmp_path / "1" / "masks" / f"{sample.image_id}.png").read_bytes()
         assert one == (tmp_path / "2" / "masks" / f"{sample.image_id}.png").read_bytes()
     result = results[2]
-    assert result.raw_confusion is not None and result.crf_failures == 0
+    assert result.rule_confusion is not None and not result.crf_failures
     metrics = json.loads((tmp_path / "2" / "metrics.json").read_text())
     assert metrics["crf"]["mode"] == "label"
-    assert metrics["threshold_rule"]["miou"] == pytest.approx(result.raw_confusion.miou, abs=1e-4)
+    assert metrics["threshold_rule"]["miou"] == pytest.approx(result.rule_confusion.miou, abs=1e-4)
     assert metrics["masks_on_disk"]["miou"] == pytest.approx(result.confusion.miou, abs=1e-4)
 
 
@@ -156,7 +156,7 @@ def test_a_crf_failure_keeps_the_raw_mask_and_the_run_going(tiny_dataset, tmp_pa
     import wsss.masks.crf
     from wsss.masks import CRFSettings
 
-    real = wsss.masks.crf.refine_label_map
+    real = wsss.masks.crf.crf_label_map
     calls = []
 
     def flaky(image, cams, classes, settings):
@@ -165,13 +165,13 @@ def test_a_crf_failure_keeps_the_raw_mask_and_the_run_going(tiny_dataset, tmp_pa
             raise RuntimeError("boom")
         return real(image, cams, classes, settings)
 
-    monkeypatch.setattr(wsss.masks.crf, "refine_label_map", flaky)
+    monkeypatch.setattr(wsss.masks.crf, "crf_label_map", flaky)
     model = create_classifier(ModelSpec("smallcnn", None, {"width": 4}), 6)
     split = load_split(tiny_dataset, "eval.csv")
     crf = CRFSettings(workers=1)
     predictor = MaskPredictor(model, ClassifierCam(scales=[1.0]), crf=crf)
     result = generate_pseudo_masks(predictor, split, tmp_path, ExportSettings(overlays=0))
-    assert result.num_images == len(split) and result.crf_failures == 1
+    assert result.num_images == len(split) and len(result.crf_failures) == 1
     failures = json.loads((tmp_path / "crf_failures.json").read_text())
     assert failures[0]["image"].endswith(f"{split.samples[1].image_id}.png")
     assert "boom" in failures[0]["error"]

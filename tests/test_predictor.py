@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 import torch
@@ -44,7 +46,7 @@ def test_predict_equals_the_stages_by_hand(model):
     expected = normalize_cams(raw).numpy()
     assert np.abs(prediction.cams - expected).max() < 1e-6
     assert np.array_equal(prediction.label_map, ThresholdSettings().label_map(expected, [1, 4]))
-    assert prediction.refined is None and prediction.mask is prediction.label_map
+    assert prediction.crf_mask is None and prediction.mask is prediction.label_map
 
 
 def test_maps_are_computed_at_the_working_resolution_and_returned_at_the_images(model):
@@ -76,14 +78,34 @@ def test_a_batch_must_share_one_size(model):
         MaskPredictor(model, ClassifierCam()).predict_batch(images, [[0], [1]])
 
 
-def test_refinement_runs_in_process_as_in_the_workers(model):
+def test_the_crf_runs_in_process_as_in_the_workers_and_as_by_hand(model):
     pytest.importorskip("pydensecrf.densecrf")
-    from wsss.masks import CRFSettings, refine_or_fail
+    from wsss.masks import CRFSettings, crf_label_map
 
-    image = np.random.default_rng(3).integers(0, 255, (48, 48, 3), np.uint8)
-    predictor = MaskPredictor(model, ClassifierCam(scales=[1.0]), crf=CRFSettings())
-    refined = predictor.predict(image, [0, 5])
-    unrefined = predictor.predict(image, [0, 5], crf=False)
-    assert unrefined.refined is None
-    worker = refine_or_fail(predictor.crf_job(image, unrefined))
-    assert np.array_equal(refined.mask, worker) and refined.mask.shape == (48, 48)
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 255, (48, 64, 3), np.uint8) for _ in range(3)]
+    cam = ClassifierCam(scales=[1.0], max_side=32)
+    crf = CRFSettings(workers=2)
+    in_process = [MaskPredictor(model, cam, crf=crf).predict(im, [0, 5]) for im in images]
+    items = [_Item(im, (0, 5), f"image {i}") for i, im in enumerate(images)]
+    streamed = list(MaskPredictor(model, cam, crf=crf).stream([items[:2], items[2:]]))
+    assert [item for item, _ in streamed] == items  # in order
+    without = MaskPredictor(model, cam).predict(images[0], [0, 5])
+    small = np.asarray(Image.fromarray(images[0]).resize((32, 24), Image.BILINEAR))
+    maps = torch.nn.functional.interpolate(
+        torch.from_numpy(without.cams)[None], (24, 32), mode="bilinear", antialias=True
+    )[0].numpy()
+    by_hand = np.asarray(
+        Image.fromarray(crf_label_map(small, maps, [0, 5], crf)).resize((64, 48), Image.NEAREST)
+    )
+    assert np.array_equal(in_process[0].crf_mask, by_hand)
+    for (_, prediction), expected in zip(streamed, in_process, strict=True):
+        assert np.array_equal(prediction.mask, expected.mask) and prediction.mask.shape == (48, 64)
+        assert np.array_equal(prediction.label_map, expected.label_map)
+
+
+@dataclass
+class _Item:
+    image: np.ndarray
+    labels: tuple
+    name: str

@@ -13,17 +13,10 @@ from test_cli import GENERATE_TINY, TINY, run
 from wsss.cams import ClassifierCam
 from wsss.errors import CheckpointError
 from wsss.masks import IrnSettings, MaskPredictor, ParSettings
-from wsss.masks.affinity import (
-    BoundaryNet,
-    line,
-    load_affinity,
-    path_affinities,
-    random_walk,
-    save_affinity,
-    transition_matrix,
-)
+from wsss.masks.random_walk import line, path_affinities, random_walk
 from wsss.masks.refine import par_affinity
 from wsss.models import ModelSpec, create_classifier
+from wsss.models.boundary import BoundaryNet, load_affinity, save_affinity
 
 
 def _square_scene():
@@ -67,12 +60,47 @@ def test_the_sparse_random_walk_equals_the_dense_matrix_power():
     torch.manual_seed(0)
     boundary = torch.rand(1, 1, 9, 11) * 0.6
     affinity, offsets = path_affinities(boundary, radius=4)
-    dense = transition_matrix(affinity[0], offsets, beta=10.0).to_dense().T  # T[i, j]
-    assert torch.allclose(dense.sum(0), torch.ones(99), atol=1e-5), "columns sum to 1"
+    dense = _dense_transition(affinity[0], offsets, beta=10.0)  # T[i, j], float64
+    assert torch.allclose(dense.sum(0), torch.ones(99, dtype=torch.float64)), "columns sum to 1"
     maps = torch.rand(2, 9, 11)
-    expected = maps.reshape(2, -1) @ torch.linalg.matrix_power(dense.double(), 2**5).float()
+    expected = maps.double().reshape(2, -1) @ torch.linalg.matrix_power(dense, 2**5)
     walked = random_walk(maps, affinity[0], offsets, beta=10.0, exp_times=5)
-    assert torch.allclose(walked.reshape(2, -1), expected, atol=1e-5)
+    assert torch.allclose(walked.reshape(2, -1).double(), expected, atol=1e-5)
+
+
+def _dense_transition(affinity, offsets, beta: float) -> torch.Tensor:
+    """IRN's T from its definition, pair by pair: A symmetric with 1 on the diagonal and
+    ``affinity^beta`` for each pair within the radius, each column divided by its sum."""
+    _, height, width = affinity.shape
+    a = torch.eye(height * width, dtype=torch.float64)
+    for k, (dy, dx) in enumerate(offsets):
+        for y in range(height):
+            for x in range(width):
+                if 0 <= y + dy < height and 0 <= x + dx < width:
+                    i, j = y * width + x, (y + dy) * width + x + dx
+                    a[i, j] = a[j, i] = float(affinity[k, y, x].clamp_min(0)) ** beta
+    return a / a.sum(dim=0, keepdim=True)
+
+
+def test_a_seed_spreads_through_its_region_and_stops_at_a_wall():
+    """A 12 x 20 grid cut by a full-height boundary at column 8. Each step of IRN's walk
+    averages a pixel's neighbours, so a seed at the left end evens out over the left region, to
+    its mean weighted by each pixel's count of neighbours within the radius (the walk's
+    stationary weights), and nothing crosses the wall."""
+    boundary = torch.zeros(1, 1, 12, 20)
+    boundary[..., 8] = 1.0
+    affinity, offsets = path_affinities(boundary, radius=5)
+    seed = torch.zeros(1, 12, 20)
+    seed[0, 5:7, 0:2] = 1.0
+    walked = random_walk(seed, affinity[0], offsets, beta=10.0, exp_times=8)[0]
+    assert float(walked[:, 8:].abs().max()) < 1e-6, "nothing reaches the wall or beyond"
+    ys, xs = np.mgrid[0:12, 0:8]
+    near = [
+        ((ys - y) ** 2 + (xs - x) ** 2 < 25).sum() for y, x in zip(ys.ravel(), xs.ravel())
+    ]
+    weights = np.array(near, np.float64).reshape(12, 8)
+    expected = (weights * seed[0, :, :8].numpy()).sum() / weights.sum()
+    assert np.allclose(walked[:, :8].numpy(), expected, rtol=1e-3)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +138,7 @@ def test_irn_propagation_never_leaves_the_images_classes(boundary_checkpoint):
 
 def test_training_the_boundary_net_lowers_its_loss():
     """Seeds with a clear vertical class boundary: the loss falls as B learns it."""
-    from wsss.engine.affinity import AffinitySettings, affinity_loss
+    from wsss.engine.boundary_training import AffinitySettings, affinity_loss
 
     torch.manual_seed(0)
     net = BoundaryNet(create_classifier(ModelSpec("smallcnn", None, {"width": 4}), 2), width=8)

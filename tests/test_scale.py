@@ -129,7 +129,7 @@ def test_resuming_with_other_settings_is_refused(checkpoint, tmp_path):
     run("wsss.generate_masks", *args, cwd=tmp_path, cache=cache)
     proc = run("wsss.generate_masks", *args, "mask.bg_threshold=0.3", cwd=tmp_path, cache=cache,
                expect=2)  # fmt: skip
-    assert "holds an earlier run made with other settings (['settings'])" in proc.stderr
+    assert "other settings (settings.mask.bg_threshold: 0.15 -> 0.3)" in proc.stderr
 
 
 def test_torchrun_generation_equals_one_process(checkpoint, tmp_path):

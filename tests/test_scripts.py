@@ -6,6 +6,7 @@ folder) and its output is checked for the table or figure it exists to print.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -204,3 +205,53 @@ def test_bench_walk(tmp_path):
     out = script("bench_walk.py", "--sizes", "80x60", "--exp-times", "2", cwd=tmp_path,
                  cache=tmp_path / "cache")  # fmt: skip
     assert "| 80x60 | 20x15 |" in out and "MiB" in out
+
+
+def test_tune_walk(workspace, saved_run, tmp_path):
+    """The walk's ablation script: two settings of one boundary network, scored side by side."""
+    root, cache, checkpoint = workspace
+    from test_cli import run
+
+    affinity = tmp_path / "affinity"
+    run("wsss.train_affinity", *TINY, f"checkpoint={checkpoint}", f"seeds={saved_run}",
+        "split=eval", "affinity.epochs=1", "affinity.crop_size=48", f"hydra.run.dir={affinity}",
+        cwd=root, cache=cache)  # fmt: skip
+    overrides = [a for o in GENERATE_TINY[:3] for a in ("--override", o)]
+    out = script("tune_walk.py", "--run", str(saved_run), "--affinity",
+                 str(affinity / "affinity.pt"), "--split", "eval", "--set", "beta=5,10",
+                 "--set", "exp_times=2", "--json", str(tmp_path / "walk.json"), *overrides,
+                 cwd=root, cache=cache)  # fmt: skip
+    rows = [line for line in out.splitlines() if line.startswith("| affinity |")]
+    assert len(rows) == 2 and "| 5.0 | 2 |" in rows[0] and "| 10.0 | 2 |" in rows[1]
+    saved = json.loads((tmp_path / "walk.json").read_text())
+    assert saved["images"] == 6 and [r["beta"] for r in saved["rows"]] == [5.0, 10.0]
+    # the sweep includes the walk's background score, so its best is at least as good
+    assert all(0 < r["miou"] <= r["best_threshold_miou"] + 1e-9 for r in saved["rows"])
+
+
+def test_same_outputs_finds_no_difference_between_a_tree_and_itself(tmp_path):
+    """The refactoring check: the committed tree against itself, two tiny commands."""
+    out = script("same_outputs.py", "--baseline", "HEAD", "--tiny", "--only", "demo,evaluate",
+                 "--out", str(tmp_path / "same"), cwd=tmp_path, cache=tmp_path / "cache",
+                 timeout=900)  # fmt: skip
+    assert "0 differences in" in out
+
+
+def test_same_outputs_reports_a_changed_mask_and_ignores_timings(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("same_outputs", SCRIPTS / "same_outputs.py")
+    same = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(same)
+    for side in ("baseline", "current"):
+        run = tmp_path / side / "demo"
+        (run / "masks").mkdir(parents=True)
+        (run / "masks" / "a.png").write_bytes(b"same")
+        (run / "metrics.json").write_text(json.dumps({"miou": 0.5, "seconds": len(side),
+                                                      "outputs": str(run)}))  # fmt: skip
+    (tmp_path / "current" / "demo" / "masks" / "b.png").write_bytes(b"new")
+    assert same.compare(tmp_path / "baseline", tmp_path / "current") == [
+        "only in the current tree: demo/masks/b.png"
+    ]
+    (tmp_path / "current" / "demo" / "masks" / "a.png").write_bytes(b"changed")
+    assert "differs: demo/masks/a.png" in same.compare(tmp_path / "baseline", tmp_path / "current")

@@ -15,8 +15,9 @@ class CheckpointError(WsssError):
     """A checkpoint file is missing, corrupt, or was not written by wsss."""
 
 
-class ConfigError(WsssError):
-    """A configuration value is invalid (checked before any work starts)."""
+class ConfigError(WsssError, ValueError):
+    """A configuration value or argument is invalid (checked before any work starts). Also a
+    ValueError, what Python callers of the library expect of a bad argument."""
 
 
 class MissingDependencyError(WsssError):

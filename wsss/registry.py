@@ -2,7 +2,7 @@
 
 wsss has five: backbones (:data:`wsss.models.BACKBONES`), datasets (:data:`wsss.data.DATASETS`),
 CAM methods (:data:`wsss.cams.CAM_METHODS`), map refiners (:data:`wsss.masks.REFINERS`) and
-segmentation models (:data:`wsss.engine.segmentation.SEGMENTATION_MODELS`). Each registry's
+segmentation models (:data:`wsss.models.segmentation.SEGMENTATION_MODELS`). Each registry's
 docstring at its definition states what an entry must be. Adding one is one decorated function or
 class (plus, for a config group, one YAML file in ``conf/<group>/``)::
 

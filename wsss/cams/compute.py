@@ -10,23 +10,21 @@ from torch import nn
 from wsss.cams.methods import CAM_METHODS, CamSettings
 from wsss.cams.tokens import Reshape
 from wsss.cams.tta import CamMethod
-from wsss.errors import WsssError
+from wsss.errors import ConfigError
 
 METHODS = tuple(CAM_METHODS.names())
 
 
 def method_settings(method: str, **options) -> CamSettings:
     """The settings of CAM method ``method`` with its own ``options`` (e.g. ``top_channels``
-    for Score-CAM); a ValueError for an unknown method or option."""
+    for Score-CAM); a ConfigError (a ValueError) for an unknown method or option."""
     if method not in CAM_METHODS:
-        raise ValueError(f"unknown CAM method {method!r}; choose one of {METHODS}")
+        raise ConfigError(f"unknown CAM method {method!r}; choose one of {METHODS}")
     try:
         settings = CAM_METHODS.get(method)(method=method, **options)
-        settings.validate()
     except TypeError as exc:  # an option the method does not have
-        raise ValueError(f"CAM method {method!r}: {exc}") from None
-    except WsssError as exc:
-        raise ValueError(str(exc)) from None
+        raise ConfigError(f"CAM method {method!r}: {exc}") from None
+    settings.validate()
     return settings
 
 

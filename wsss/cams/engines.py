@@ -17,7 +17,7 @@ from wsss.cams.tokens import Reshape, feature_map
 GradientFormula = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def check_targets(targets: Sequence[Sequence[int]], batch: int, num_classes: int) -> None:
+def check_target_classes(targets: Sequence[Sequence[int]], batch: int, num_classes: int) -> None:
     """Raise a clear error for a target list that does not fit the batch or the classifier."""
     if len(targets) != batch:
         raise ValueError(f"got {len(targets)} target lists for a batch of {batch} images")
@@ -55,7 +55,7 @@ def class_activation_maps(
             "forward_features and cam_weights (a wsss CAMClassifier); use 'gradcam' for "
             "other models (identical up to scale for such a head)"
         )
-    check_targets(targets, images.shape[0], model.num_classes)
+    check_target_classes(targets, images.shape[0], model.num_classes)
     with torch.inference_mode():
         features = model.forward_features(images)
         weights = model.cam_weights
@@ -79,7 +79,7 @@ def gradient_cams(
     with LayerCapture(layer, differentiable=True) as capture, torch.no_grad():
         scores = class_scores(model, images)
     activation = capture.take()
-    check_targets(targets, len(images), scores.shape[1])
+    check_target_classes(targets, len(images), scores.shape[1])
     if not scores.requires_grad:
         raise ValueError("the class scores do not depend on the target layer's output")
 
@@ -132,7 +132,7 @@ def score_cams(
         logits = class_scores(model, images)
         activations = feature_map(capture.take(), model, (height, width), reshape, layer)
         baseline = class_scores(model, torch.zeros_like(images[:1]))[0]
-    check_targets(targets, len(images), logits.shape[1])
+    check_target_classes(targets, len(images), logits.shape[1])
     maps = []
     for i, classes in enumerate(targets):
         A = activations[i]

@@ -3,7 +3,6 @@ folder, the dataset split and the classifier."""
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import functools
 import logging
@@ -14,52 +13,25 @@ from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import MissingMandatoryValue
+from omegaconf import DictConfig
 
 from wsss import distributed
-from wsss.cli.config import ClassifierCommand, TrainCommand, config_dir, register_configs
+from wsss.cli.config import (
+    ClassifierCommand,
+    TrainCommand,
+    compose_config,  # noqa: F401 (scripts of earlier versions import it from here)
+    config_dir,
+    register_configs,
+    to_config,
+)
 from wsss.data import LabelledSplit
 from wsss.data.screen import BadImages
 from wsss.devices import resolve_device
 from wsss.engine.classifiers import checkpoint_or_cached, train_and_save
-from wsss.errors import ConfigError, DiskFullError, WsssError
+from wsss.errors import DiskFullError, WsssError
 from wsss.models import LoadedClassifier
 
 log = logging.getLogger("wsss")
-register_configs()
-
-
-def to_config(cfg: DictConfig) -> Any:
-    """The composed config as its schema's objects (``OmegaConf.to_object``), every settings
-    object in it validated; a missing mandatory value is reported as the key to set."""
-    try:
-        config = OmegaConf.to_object(cfg)
-    except MissingMandatoryValue as exc:
-        raise ConfigError(f"{exc.full_key} is required: pass {exc.full_key}=...") from None
-    validate(config)
-    return config
-
-
-def validate(settings: Any) -> None:
-    """Call ``validate()`` on ``settings`` and on every dataclass nested in it that has one."""
-    if not dataclasses.is_dataclass(settings):
-        return
-    if hasattr(settings, "validate"):
-        settings.validate()
-    for f in dataclasses.fields(settings):
-        validate(getattr(settings, f.name))
-
-
-def compose_config(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Any:
-    """Command ``name``'s config with ``overrides`` (``key=value`` strings), as its schema's
-    objects: the config a command would run with, for scripts and notebooks."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        return to_config(compose(config_name=name, overrides=list(overrides)))
 
 
 def command(config_name: str) -> Callable[[Callable], Callable[[], Any]]:
@@ -71,6 +43,8 @@ def command(config_name: str) -> Callable[[Callable], Callable[[], Any]]:
     """
 
     def decorator(run: Callable[[Any, Path], Any]) -> Callable[[], Any]:
+        register_configs()
+
         @hydra.main(version_base="1.3", config_path=config_dir(), config_name=config_name)
         @functools.wraps(run)
         def main(cfg: DictConfig):

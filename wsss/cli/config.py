@@ -13,16 +13,19 @@ The schemas are registered under their class names, outside any config group, so
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from wsss.cams import CAM_METHODS, CamSettings
 from wsss.data import DATASETS, DatasetSettings
-from wsss.engine.affinity import AffinitySettings
+from wsss.engine.boundary_training import AffinitySettings
 from wsss.engine.explanation import ExplainSettings
 from wsss.engine.segmentation import SegmentationSettings
 from wsss.engine.training import TrainSettings
@@ -191,3 +194,36 @@ def config_dir() -> str:
         f"wsss config folder not found (looked in {[str(p) for p in candidates]}); reinstall "
         "wsss, or set WSSS_CONFIG_DIR to a copy of the repository's conf/ folder"
     )
+
+
+def compose_config(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """Command ``name``'s config with ``overrides`` (``key=value`` strings), as its schema's
+    objects: the config a command would run with, for scripts and notebooks."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return to_config(compose(config_name=name, overrides=list(overrides)))
+
+
+def to_config(cfg: DictConfig) -> Any:
+    """The composed config as its schema's objects (``OmegaConf.to_object``), every settings
+    object in it validated; a missing mandatory value is reported as the key to set."""
+    try:
+        config = OmegaConf.to_object(cfg)
+    except MissingMandatoryValue as exc:
+        raise ConfigError(f"{exc.full_key} is required: pass {exc.full_key}=...") from None
+    validate(config)
+    return config
+
+
+def validate(settings: Any) -> None:
+    """Call ``validate()`` on ``settings`` and on every dataclass nested in it that has one."""
+    if not dataclasses.is_dataclass(settings):
+        return
+    if hasattr(settings, "validate"):
+        settings.validate()
+    for f in dataclasses.fields(settings):
+        validate(getattr(settings, f.name))

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from wsss.cli import common
 from wsss.cli.config import ExplainCommand
+from wsss.data.image_items import image_files, items_from_files, items_from_split
 from wsss.data.screen import BadImages
 from wsss.devices import resolve_device
-from wsss.engine.explanation import explain, image_files, items_from_files, items_from_split
+from wsss.engine.explanation import explain
 from wsss.errors import ConfigError
 from wsss.models import timm_classifier, torchvision_classifier
 

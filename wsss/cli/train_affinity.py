@@ -14,11 +14,11 @@ from wsss import distributed
 from wsss.cli import common
 from wsss.cli.config import TrainAffinityCommand
 from wsss.data.screen import BadImages
-from wsss.engine.affinity import train_boundary_net
-from wsss.engine.segmentation import MaskTargets, check_targets
+from wsss.engine.boundary_training import train_boundary_net
+from wsss.engine.segmentation import MaskTargets, check_mask_targets
 from wsss.errors import ConfigError
 from wsss.io import write_json
-from wsss.masks.affinity import save_affinity
+from wsss.models.boundary import save_affinity
 
 
 def run(config: TrainAffinityCommand, out: Path) -> float:
@@ -29,7 +29,7 @@ def run(config: TrainAffinityCommand, out: Path) -> float:
     classifier, _, _ = common.classifier_for(config, device, bad)
     split = bad.screen(common.load_split(config, config.split))
     seeds = MaskTargets(Path(config.seeds).expanduser())
-    check_targets(split, seeds)
+    check_mask_targets(split, seeds)
     net, metrics = train_boundary_net(
         classifier.model,
         split,

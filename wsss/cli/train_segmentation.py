@@ -18,14 +18,14 @@ from wsss.cli.config import TrainSegmentationCommand
 from wsss.devices import resolve_device
 from wsss.engine.segmentation import (
     ReviewedTargets,
-    build_model,
-    check_targets,
+    check_mask_targets,
     evaluate_segmentation,
     train_segmentation,
     training_targets,
 )
 from wsss.export.report import read_rejections
 from wsss.io import atomic_path, write_json
+from wsss.models.segmentation import build_segmentation_model
 
 log = logging.getLogger("wsss.train_segmentation")
 
@@ -41,9 +41,11 @@ def run(config: TrainSegmentationCommand, out: Path) -> float:
         names = train_split.class_names
         targets = ReviewedTargets(targets, read_rejections(config.rejected), names)
         train_split = targets.split(train_split)
-    check_targets(train_split, targets)
+    check_mask_targets(train_split, targets)
     torch.manual_seed(config.seed)  # the initial weights too: reruns give the same model
-    model = build_model(settings, len(train_split.class_names) + 1)
+    model = build_segmentation_model(
+        settings.model, len(train_split.class_names) + 1, settings.backbone_weights
+    )
     log.info(
         "training %s on %d images (targets: %s)", settings.model, len(train_split), config.targets
     )

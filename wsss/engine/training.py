@@ -11,21 +11,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, default_collate
-from torchvision.transforms import ColorJitter
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
 from wsss import distributed
-from wsss.data.images import load_image
 from wsss.data.screen import BadImages
 from wsss.data.split import LabelledSplit
 from wsss.devices import autocast_settings
+from wsss.engine.training_data import ClassificationDataset, seed_worker, usable_batch
 from wsss.errors import ConfigError, DataError
 from wsss.metrics.classification import average_precision
-from wsss.models.adapters import IMAGENET_MEAN
 from wsss.models.classifier import CAMClassifier
 
 log = logging.getLogger(__name__)
@@ -83,111 +80,6 @@ class TrainSettings:
             raise ConfigError("train.warmup_epochs must be >= 0 and train.val_every >= 1")
 
 
-def multi_hot(labels: tuple[int, ...], num_classes: int) -> torch.Tensor:
-    target = torch.zeros(num_classes)
-    target[list(labels)] = 1.0
-    return target
-
-
-def _pad_to(image: torch.Tensor, size: int, offset: tuple[int, int]) -> torch.Tensor:
-    """Place ``image`` (3, h, w) at ``offset`` on a size x size canvas of the ImageNet mean
-    colour, which is zero after normalisation, so padding carries no signal."""
-    canvas = torch.tensor(IMAGENET_MEAN).view(3, 1, 1).expand(3, size, size).clone()
-    top, left = offset
-    canvas[:, top : top + image.shape[1], left : left + image.shape[2]] = image
-    return canvas
-
-
-class ClassificationDataset(Dataset):
-    """(image, multi-hot target) pairs. ``train=True``: a random crop (``settings.crop``), flip
-    and colour jitter; otherwise the image is fitted into the crop (aspect kept, padded)."""
-
-    def __init__(self, split: LabelledSplit, settings: TrainSettings, train: bool):
-        self.split, self.settings, self.train = split, settings, train
-        self.num_classes = len(split.class_names)
-        j = settings.color_jitter
-        self.jitter = ColorJitter(j, j, j, min(j / 3, 0.5)) if train and j > 0 else None
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, index: int):
-        sample = self.split.samples[index]
-        try:
-            image = Image.fromarray(load_image(sample.image_path))
-        except DataError as exc:  # the loop's BadImages policy decides (see _usable_batch)
-            return _Unreadable(str(sample.image_path), str(exc))
-        size = self.settings.crop_size
-        if not self.train:
-            scale = size / max(image.size)
-            w, h = max(1, round(image.width * scale)), max(1, round(image.height * scale))
-            x = _to_tensor(image.resize((w, h), Image.BILINEAR))
-            return _pad_to(x, size, ((size - h) // 2, (size - w) // 2)), self._target(sample)
-        if self.settings.crop == "resized":
-            top, left, h, w = _resized_crop_box(image.height, image.width, self.settings)
-            image = image.resize((size, size), Image.BILINEAR, box=(left, top, left + w, top + h))
-        else:
-            # Rescale, then a random crop where larger than the crop, random placement where
-            # smaller; only the crop is resampled.
-            scale = random.uniform(*self.settings.scale_range)
-            w, h = max(1, round(image.width * scale)), max(1, round(image.height * scale))
-            top, left = random.randint(0, max(0, h - size)), random.randint(0, max(0, w - size))
-            right = min((left + min(w, size)) / scale, image.width)  # (w was rounded)
-            bottom = min((top + min(h, size)) / scale, image.height)
-            box = (left / scale, top / scale, right, bottom)
-            image = image.resize((min(w, size), min(h, size)), Image.BILINEAR, box=box)
-        x = _to_tensor(image)
-        if self.settings.hflip and random.random() < 0.5:
-            x = x.flip(-1)
-        if self.jitter is not None:
-            x = self.jitter(x)
-        offset = (random.randint(0, size - x.shape[1]), random.randint(0, size - x.shape[2]))
-        return _pad_to(x, size, offset), self._target(sample)
-
-    def _target(self, sample) -> torch.Tensor:
-        return multi_hot(sample.labels, self.num_classes)
-
-
-def _to_tensor(image: Image.Image) -> torch.Tensor:
-    return torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255
-
-
-def _resized_crop_box(height: int, width: int, s: TrainSettings) -> tuple[int, int, int, int]:
-    """(top, left, h, w) of a random crop covering an ``area_range`` share of the image with an
-    aspect ratio between 3/4 and 4/3 (the whole image if none fits in 10 tries)."""
-    area = height * width
-    for _ in range(10):
-        target = area * random.uniform(*s.area_range)
-        ratio = math.exp(random.uniform(math.log(3 / 4), math.log(4 / 3)))
-        w = round(math.sqrt(target * ratio))
-        h = round(math.sqrt(target / ratio))
-        if 0 < w <= width and 0 < h <= height:
-            return random.randint(0, height - h), random.randint(0, width - w), h, w
-    return 0, 0, height, width
-
-
-@dataclass(frozen=True)
-class _Unreadable:
-    path: str
-    reason: str
-
-
-def _usable_batch(items: list) -> tuple[torch.Tensor, torch.Tensor, list[_Unreadable]]:
-    """Collate the readable (image, target) pairs; return the unreadable ones beside them."""
-    bad = [item for item in items if isinstance(item, _Unreadable)]
-    good = [item for item in items if not isinstance(item, _Unreadable)]
-    if not good:
-        return torch.empty(0), torch.empty(0), bad
-    images, targets = default_collate(good)
-    return images, targets, bad
-
-
-def _seed_worker(worker_id: int) -> None:
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-
-
 def _make_optimizer(model: CAMClassifier, s: TrainSettings) -> torch.optim.Optimizer:
     head = list(model.get_classifier().parameters())
     head_ids = {id(p) for p in head}
@@ -231,7 +123,7 @@ def predict_scores(
         Subset(ClassificationDataset(split, settings, train=False), indices),
         batch_size=settings.batch_size,
         num_workers=num_workers,
-        collate_fn=_usable_batch,
+        collate_fn=usable_batch,
     )
     device = torch.device(device)
     was_training = model.training
@@ -290,25 +182,7 @@ def train_classifier(
     torch.manual_seed(seed)
     random.seed(seed + rank)  # augmentation differs per rank, the model does not
     np.random.seed(seed + rank)
-    dataset = ClassificationDataset(train_split, settings, train=True)
-    per_rank = settings.batch_size // world
-    drop_last = len(train_split) > settings.batch_size
-    sampler = None
-    if world > 1:
-        sampler = DistributedSampler(dataset, world, rank, True, seed, drop_last)
-    loader = DataLoader(
-        dataset,
-        batch_size=per_rank,
-        shuffle=sampler is None,
-        sampler=sampler,
-        drop_last=drop_last,
-        num_workers=num_workers,
-        worker_init_fn=_seed_worker,
-        generator=torch.Generator().manual_seed(seed),
-        persistent_workers=num_workers > 0,
-        pin_memory=device.type == "cuda",
-        collate_fn=_usable_batch,
-    )
+    loader, sampler = _training_loader(train_split, settings, device, num_workers, seed)
     # Channels-last convolutions: 1.1x (a plain CNN) to 2.3x (EfficientNet-Lite0) faster training
     # on 2 CPU cores, and the fast path for AMP on CUDA.
     model.to(device).train().to(memory_format=torch.channels_last)
@@ -318,50 +192,18 @@ def train_classifier(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     optimizer = _make_optimizer(model, settings)
+    steps = _Steps(optimizer, settings, len(loader))
     amp = autocast_settings(amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp.get("dtype") == torch.float16)
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
-    total, step = settings.epochs * len(loader), 0
-    warmup = round(settings.warmup_epochs * len(loader))
     train_seconds = val_seconds = 0.0
     metrics: dict[str, float] = {}
     for epoch in range(1, settings.epochs + 1):
         if sampler is not None:
             sampler.set_epoch(epoch)
-        running, seen = 0.0, 0
         start = time.perf_counter()
-        bar = tqdm(
-            loader,
-            desc=f"train epoch {epoch}/{settings.epochs}",
-            unit="batch",
-            leave=False,
-            disable=rank > 0,
-        )
-        for images, targets, unreadable in bar:
-            for item in unreadable:
-                bad.record(item.path, item.reason)
-            factor = _lr_factor(settings, step, total, warmup)
-            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-                group["lr"] = base * factor
-            step += 1
-            if not len(images):
-                if world == 1:
-                    continue
-                # Every rank must join the gradient all-reduce: contribute zero gradients.
-                loss = sum(p.sum() for p in network.parameters() if p.requires_grad) * 0.0
-            else:
-                images = images.to(device, non_blocking=True)
-                images = images.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, **amp):
-                    logits = network(images)
-                loss = F.multilabel_soft_margin_loss(logits.float(), targets.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            running += loss.item() * len(images)
-            seen += len(images)
-            bar.set_postfix(loss=f"{running / max(seen, 1):.4f}")
+        bar = tqdm(loader, desc=f"train epoch {epoch}/{settings.epochs}", unit="batch",
+                   leave=False, disable=rank > 0)  # fmt: skip
+        running, seen = _train_epoch(network, bar, steps, scaler, amp, device, bad)
         distributed.broadcast_buffers(model)  # all ranks score (and save) one model
         totals = distributed.all_gather_object((running, seen))
         train_seconds += time.perf_counter() - start
@@ -376,13 +218,8 @@ def train_classifier(
             metrics["val_map"] = average_precision(scores, targets).mean
             val_seconds += time.perf_counter() - start
         metrics["validation_seconds"] = round(val_seconds, 2)
-        log.info(
-            "epoch %d/%d  loss %.4f%s",
-            epoch,
-            settings.epochs,
-            metrics["train_loss"],
-            f"  val mAP {metrics['val_map']:.4f}" if "val_map" in metrics else "",
-        )
+        val = f"  val mAP {metrics['val_map']:.4f}" if "val_map" in metrics else ""
+        log.info("epoch %d/%d  loss %.4f%s", epoch, settings.epochs, metrics["train_loss"], val)
     if world > 1:  # every rank's skips, once each, in every rank's record
         for entries in distributed.all_gather_object(list(bad.skipped)):
             for entry in entries:
@@ -390,3 +227,72 @@ def train_classifier(
                     bad.skipped.append(entry)
     model.eval()
     return metrics
+
+
+def _training_loader(split: LabelledSplit, settings: TrainSettings, device, num_workers, seed):
+    """The shuffled, augmented training batches of this rank, and its DistributedSampler
+    (None in one process)."""
+    rank, world = distributed.rank(), distributed.world_size()
+    dataset = ClassificationDataset(split, settings, train=True)
+    drop_last = len(split) > settings.batch_size
+    sampler = DistributedSampler(dataset, world, rank, True, seed, drop_last) if world > 1 else None
+    loader = DataLoader(
+        dataset,
+        batch_size=settings.batch_size // world,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=drop_last,
+        num_workers=num_workers,
+        worker_init_fn=seed_worker,
+        generator=torch.Generator().manual_seed(seed),
+        persistent_workers=num_workers > 0,
+        pin_memory=device.type == "cuda",
+        collate_fn=usable_batch,
+    )
+    return loader, sampler
+
+
+class _Steps:
+    """The optimiser and its learning-rate schedule, one call per step."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, settings: TrainSettings, per_epoch: int):
+        self.optimizer, self.settings = optimizer, settings
+        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
+        self.total, self.step = settings.epochs * per_epoch, 0
+        self.warmup = round(settings.warmup_epochs * per_epoch)
+
+    def next_learning_rate(self) -> None:
+        factor = _lr_factor(self.settings, self.step, self.total, self.warmup)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base * factor
+        self.step += 1
+
+
+def _train_epoch(network: nn.Module, batches, steps: _Steps, scaler, amp: dict, device, bad):
+    """One pass over the training batches; returns (summed loss, images seen)."""
+    world = distributed.world_size()
+    optimizer = steps.optimizer
+    running, seen = 0.0, 0
+    for images, targets, unreadable in batches:
+        for item in unreadable:
+            bad.record(item.path, item.reason)
+        steps.next_learning_rate()
+        if not len(images):
+            if world == 1:
+                continue
+            # Every rank must join the gradient all-reduce: contribute zero gradients.
+            loss = sum(p.sum() for p in network.parameters() if p.requires_grad) * 0.0
+        else:
+            images = images.to(device, non_blocking=True)
+            images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, **amp):
+                logits = network(images)
+            loss = F.multilabel_soft_margin_loss(logits.float(), targets.to(device))
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        running += loss.item() * len(images)
+        seen += len(images)
+        batches.set_postfix(loss=f"{running / max(seen, 1):.4f}")
+    return running, seen

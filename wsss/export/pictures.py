@@ -3,6 +3,7 @@ sheets."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +106,27 @@ def save_jpeg(path: str | Path, array: np.ndarray, quality: int = 82) -> None:
     """Write an (H, W, 3) uint8 array as a JPEG, atomically."""
     with atomic_path(path) as tmp:
         Image.fromarray(array).save(tmp, format="JPEG", quality=quality)
+
+
+def class_figure(
+    image: np.ndarray,
+    maps: np.ndarray,
+    titles: Sequence[str],
+) -> np.ndarray:
+    """The image, then each map over it, side by side, each with its title above."""
+    panels = [image] + [map_over_image(image, m) for m in maps]
+    titles = ["input", *titles]
+    height, width = image.shape[:2]
+    scale = max(1, 160 // max(height, width))  # small images are hard to read
+    tiles = []
+    for panel, title in zip(panels, titles, strict=True):
+        tile = Image.fromarray(panel).resize((width * scale, height * scale), Image.NEAREST)
+        canvas = Image.new("RGB", (tile.width, tile.height + 16), (255, 255, 255))
+        canvas.paste(tile, (0, 16))
+        ImageDraw.Draw(canvas).text((2, 2), title[:28], fill=(0, 0, 0))
+        tiles.append(np.asarray(canvas))
+    gap = np.full((tiles[0].shape[0], 4, 3), 255, np.uint8)
+    parts = []
+    for tile in tiles:
+        parts += [tile, gap]
+    return np.concatenate(parts[:-1], axis=1)

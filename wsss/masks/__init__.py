@@ -1,9 +1,9 @@
-"""From maps to masks: the threshold rule, map refiners (PAR, IRN), dense CRF refinement, and
-the per-image predictor that every caller uses (:class:`MaskPredictor`)."""
+"""From maps to masks: the threshold rule, map refiners (PAR, IRN's random walk), the dense CRF,
+and the per-image predictor that every caller uses (:class:`MaskPredictor`)."""
 
-from wsss.masks.affinity import IrnSettings
-from wsss.masks.crf import CRFFailure, CRFSettings, refine_label_map, refine_or_fail
-from wsss.masks.predictor import MaskPrediction, MaskPredictor, working_size
+from wsss.masks.crf import CRFFailure, CRFSettings, crf_label_map, crf_label_maps
+from wsss.masks.predictor import MaskPrediction, MaskPredictor, label_rule, working_size
+from wsss.masks.random_walk import IrnSettings
 from wsss.masks.refine import REFINERS, ParSettings, RefineSettings
 from wsss.masks.threshold import IGNORE, ThresholdSettings, cam_to_label_map
 
@@ -19,7 +19,8 @@ __all__ = [
     "MaskPredictor",
     "ThresholdSettings",
     "cam_to_label_map",
-    "refine_label_map",
-    "refine_or_fail",
+    "crf_label_map",
+    "crf_label_maps",
+    "label_rule",
     "working_size",
 ]

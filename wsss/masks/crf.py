@@ -1,10 +1,14 @@
-"""Dense CRF refinement of CAM label maps (pydensecrf), in a pool of worker processes.
+"""The dense CRF (pydensecrf): from normalised maps to a label map that follows the image's edges.
+
+:func:`crf_label_map` runs it on one image; :func:`crf_label_maps` on a stream of images, in
+worker processes, in order, reporting an image it fails on as a :class:`CRFFailure` instead of
+stopping (``MaskPredictor.stream`` uses it while the main process computes the next maps).
 
 Two recipes:
 
 * ``label`` (IRN): the unary comes from a hard label map (``gt_prob`` confidence), made once with
-  a high foreground threshold and once with a low one; both are refined, and pixels where the two
-  refined maps disagree are uncertain (255). Confident foreground needs the high-threshold map;
+  a high foreground threshold and once with a low one; the CRF runs on both, and pixels where its
+  two label maps disagree are uncertain (255). Confident foreground needs the high-threshold map;
   confident background needs both to say background.
 * ``soft`` (PSA): background score ``(1 - max_c cam_c) ** alpha``, the unary is the negative log
   of the (clipped) scores of background and the image's classes.
@@ -17,16 +21,17 @@ upsamples the marginals.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from wsss.errors import ConfigError, MissingDependencyError
 from wsss.masks.threshold import IGNORE
+from wsss.parallel import default_workers, ordered_map
 
 PYDENSECRF_HELP = (
-    "dense CRF refinement needs pydensecrf: pip install pydensecrf2 (the maintained fork; it "
+    "the dense CRF needs pydensecrf: pip install pydensecrf2 (the maintained fork; it "
     "compiles with gcc and builds on Python 3.10-3.12, not 3.13). Or run with crf=none."
 )
 
@@ -163,10 +168,10 @@ def _crf_argmax(
     return marginals.argmax(axis=0)
 
 
-def refine_label_map(
+def crf_label_map(
     image: np.ndarray, cams: np.ndarray, classes: Sequence[int], settings: CRFSettings
 ) -> np.ndarray:
-    """Refine an image's normalised maps into a label map (0 bg, class index + 1, 255 unsure).
+    """An image's label map (0 bg, class index + 1, 255 unsure) from its normalised maps.
 
     ``image``: (H, W, 3) uint8 RGB; ``cams``: (N, H, W) maps in [0, 1] for ``classes``
     (0-based). Returns (H, W) uint8.
@@ -175,6 +180,8 @@ def refine_label_map(
         return np.zeros(image.shape[:2], np.uint8)
     ids = np.array([0, *[int(c) + 1 for c in classes]], dtype=np.uint8)
     image = np.ascontiguousarray(image, dtype=np.uint8)
+    if not image.flags.writeable:  # pydensecrf takes a writeable buffer, though it only reads
+        image = image.copy()
     num_labels = len(ids)
 
     if settings.mode == "soft":
@@ -194,13 +201,13 @@ def refine_label_map(
         unary = unary_from_labels(hard, num_labels, settings.gt_prob, zero_unsure=False)
         return np.ascontiguousarray(unary, dtype=np.float32)
 
-    refined = []
+    outputs = []
     for threshold in (settings.high_threshold, settings.low_threshold):
         # Hard labels as indices into [background, *classes], not as class ids.
         padded = np.concatenate([np.full((1, *cams.shape[1:]), threshold, np.float32), cams])
         hard = padded.argmax(axis=0).astype(np.float32)
-        refined.append(_crf_argmax(image, hard, settings, label_unary, order=0))
-    high, low = refined
+        outputs.append(_crf_argmax(image, hard, settings, label_unary, order=0))
+    high, low = outputs
     label_map = ids[high]
     label_map[high == 0] = IGNORE  # not confidently foreground ...
     label_map[(high == 0) & (low == 0)] = 0  # ... unless both runs agree on background
@@ -209,16 +216,30 @@ def refine_label_map(
 
 @dataclass
 class CRFFailure:
-    """A refinement that raised: reported by the caller, which keeps the unrefined mask."""
+    """A CRF run that raised: reported by the caller, which keeps the unrefined mask."""
 
     error: str
 
 
-def refine_or_fail(args) -> np.ndarray | CRFFailure:
-    """Worker entry: ``refine_label_map(*args)``, or a CRFFailure describing what went wrong."""
+#: one image's CRF input: (H, W, 3) uint8 image, (N, H, W) maps, their 0-based classes
+CRFJob = tuple[np.ndarray, np.ndarray, Sequence[int]]
+
+
+def crf_label_maps(
+    jobs: Iterable[CRFJob], settings: CRFSettings
+) -> Iterator[np.ndarray | CRFFailure]:
+    """:func:`crf_label_map` of every job, in order, on ``settings.workers`` processes (0: one
+    per core), a bounded number in flight. An image that fails gives a :class:`CRFFailure`
+    (one bad image must not end a long run); a missing pydensecrf stops the stream."""
+    workers = settings.workers or default_workers()
+    yield from ordered_map(_crf_or_failure, ((*job, settings) for job in jobs), workers)
+
+
+def _crf_or_failure(args) -> np.ndarray | CRFFailure:
+    """Worker entry: ``crf_label_map(*args)``, or a CRFFailure describing what went wrong."""
     image, cams, classes, settings = args
     try:
-        return refine_label_map(image, cams, classes, settings)
+        return crf_label_map(image, cams, classes, settings)
     except MissingDependencyError:
         raise
     except Exception as exc:  # one bad image must not kill a long run

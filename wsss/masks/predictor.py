@@ -2,18 +2,28 @@
 
     predictor = MaskPredictor(model, ClassifierCam(), ThresholdSettings(), CRFSettings())
     prediction = predictor.predict(image, labels=[7, 17])  # uint8 (H, W, 3), class indices
-    prediction.cams        # (2, H, W) float32 normalised maps, peak ~1 each
+    prediction.cams        # (2, H, W) float32 normalised maps, peak ~1 each (refined, with
+                           # a map refiner)
     prediction.label_map   # (H, W) uint8: the threshold rule (0 bg, index + 1, 255 unsure)
-    prediction.mask        # the CRF-refined label map when a CRF is configured
+    prediction.crf_mask    # the dense CRF's label map (None without a CRF)
+    prediction.mask        # what to write: the CRF's label map when there is one
 
-Maps and the CRF run at the working resolution (``cam.max_side``); maps are upsampled to the
-image's size (bilinear), the CRF's label map too (nearest), so masks are at the image's size.
+    for item, prediction in predictor.stream(batches):  # a whole split, the CRF in workers
+        ...
+
+The steps, in order: maps at the working resolution (``cam.max_side``; scales and flip), the map
+refiner when one is set (``refine``: PAR, IRN's random walk), the maps brought to the image's
+size (bilinear), the threshold rule (:meth:`MaskPredictor.rule`), then the dense CRF at the
+working resolution, its label map brought to the image's size (nearest).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+import logging
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -24,9 +34,12 @@ from torch import nn
 from wsss.cams import CamSettings, multiscale_cams, normalize_cams, upsample_cams
 from wsss.devices import autocast_settings
 from wsss.errors import ConfigError, DataError
-from wsss.masks.crf import CRFFailure, CRFSettings, refine_or_fail
+from wsss.masks.crf import CRFFailure, CRFSettings, crf_label_maps
+from wsss.masks.quality import region_features
 from wsss.masks.refine import RefineSettings
 from wsss.masks.threshold import ThresholdSettings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,21 +48,33 @@ class MaskPrediction:
 
     ``labels``: the 0-based classes the maps are for (given, or chosen by the classifier, then
     with their ``probabilities``). ``cams``: (N, H, W) float32 in [0, 1]. ``label_map``: the
-    threshold rule's (H, W) uint8 map. ``refined``: the CRF's label map (None without CRF, or
-    when it failed: ``crf_failure`` says why).
+    threshold rule's (H, W) uint8 map. ``crf_mask``: the dense CRF's label map (None without a
+    CRF, or when it failed: ``crf_failure`` says why).
     """
 
     labels: tuple[int, ...]
     cams: np.ndarray
     label_map: np.ndarray
     probabilities: tuple[float, ...] | None = None
-    refined: np.ndarray | None = None
+    crf_mask: np.ndarray | None = None
     crf_failure: str | None = None
 
     @property
     def mask(self) -> np.ndarray:
-        """The label map to write: the refined one when there is one."""
-        return self.refined if self.refined is not None else self.label_map
+        """The label map to write: the CRF's when there is one."""
+        return self.crf_mask if self.crf_mask is not None else self.label_map
+
+
+class PredictorInput(Protocol):
+    """What :meth:`MaskPredictor.stream` needs of an item: its uint8 (H, W, 3) ``image``, its
+    0-based ``labels`` (empty or None: the classifier chooses) and a ``name`` for errors."""
+
+    image: np.ndarray
+    labels: Sequence[int] | None
+    name: object
+
+
+Item = TypeVar("Item", bound=PredictorInput)
 
 
 def working_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]:
@@ -61,16 +86,23 @@ def working_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+def label_rule(mask: ThresholdSettings, refine: RefineSettings | None) -> ThresholdSettings:
+    """The threshold rule label maps are made with: the ``mask`` group's, unless the map refiner
+    sets its own background score (IRN's walked maps are compared with a fixed 0.25)."""
+    if refine is None or refine.bg_threshold is None:
+        return mask
+    return replace(mask, rule="fixed", bg_threshold=refine.bg_threshold)
+
+
 class MaskPredictor:
-    """Maps, label map and refined mask of images, for a classifier and the ``cam``, ``mask``,
+    """Maps, label map and CRF mask of images, for a classifier and the ``cam``, ``mask``,
     ``refine`` and ``crf`` settings.
 
     ``model`` maps (B, 3, H, W) RGB floats in [0, 1] to (B, K) scores (a wsss classifier, or any
     classifier with ``cam.target_layer`` set). ``refine``: a map refiner (PAR, IRN's random
     walk) applied to the maps at the working resolution; the label map is then made from the
-    refined maps, with the refiner's ``bg_threshold`` when it sets one. ``label_threshold``:
-    images given without labels get the classes whose sigmoid probability is at least this
-    (None: an error).
+    refined maps with :attr:`rule`. ``label_threshold``: images given without labels get the
+    classes whose sigmoid probability is at least this (None: an error).
     """
 
     def __init__(
@@ -85,14 +117,20 @@ class MaskPredictor:
         amp: bool = False,
         label_threshold: float | None = None,
     ):
-        self.cam, self.mask, self.crf = cam, mask or ThresholdSettings(), crf
-        self.refiner = refine
-        for settings in (self.cam, self.mask, self.crf, self.refiner):
+        self.cam, self.crf, self.refiner = cam, crf, refine
+        self._mask = mask or ThresholdSettings()
+        for settings in (self.cam, self._mask, self.crf, self.refiner):
             if settings is not None:
                 settings.validate()
-        self.rule = self.mask
-        if refine is not None and refine.bg_threshold is not None:
-            self.rule = replace(self.mask, rule="fixed", bg_threshold=refine.bg_threshold)
+        #: the threshold rule label maps are made with (:func:`label_rule`)
+        self.rule = label_rule(self._mask, refine)
+        if self.rule is not self._mask:
+            log.info(
+                "refine=%s: label maps use its background score %.2f, not mask.rule=%s",
+                refine.name,
+                self.rule.bg_threshold,
+                self._mask.rule,
+            )
         if label_threshold is not None and not 0.0 < label_threshold < 1.0:
             raise ConfigError(f"predict_labels must be in (0, 1), got {label_threshold}")
         self.label_threshold = label_threshold
@@ -101,6 +139,21 @@ class MaskPredictor:
         # channels-last convolutions are faster on CPU (oneDNN) as on GPU
         self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
         self._method = cam.bind(self.model)
+
+    def settings(self) -> dict:
+        """Every setting that determines the masks, as JSON-ready values (the CRF's worker
+        count changes nothing)."""
+        crf = asdict(self.crf) if self.crf else None
+        if crf:
+            crf.pop("workers")
+        return {
+            "cam": asdict(self.cam),
+            "refine": asdict(self.refiner) if self.refiner else None,
+            "mask": asdict(self._mask),
+            "crf": crf,
+        }
+
+    # -- maps --------------------------------------------------------------------------------
 
     def _batch(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Same-size uint8 images as a (B, 3, h, w) float batch at the working resolution."""
@@ -150,17 +203,12 @@ class MaskPredictor:
         when a refiner is set)."""
         return self._maps(self._batch(images), classes, images[0].shape[:2])
 
-    def predict_batch(
+    def _predict_without_crf(
         self,
         images: Sequence[np.ndarray],
         labels: Sequence[Sequence[int] | None],
-        crf: bool = True,
         names: Sequence[object] | None = None,
     ) -> list[MaskPrediction]:
-        """Predict same-size uint8 (H, W, 3) images. ``labels[i]``: 0-based classes, or empty /
-        None for the classifier to choose (needs ``label_threshold``; ``names[i]`` names the
-        image in that error). ``crf=False`` leaves the CRF to the caller (see
-        :meth:`apply_crf`)."""
         batch = self._batch(images)
         labels = [tuple(classes or ()) for classes in labels]
         probabilities: list[tuple | None] = [None] * len(images)
@@ -173,27 +221,63 @@ class MaskPredictor:
             for i, (classes, probs) in zip(unlabelled, chosen, strict=True):
                 labels[i], probabilities[i] = classes, probs
         maps = self._maps(batch, labels, images[0].shape[:2])
-        predictions = [
+        return [
             MaskPrediction(classes, cams, self.rule.label_map(cams, classes), probs)
             for classes, cams, probs in zip(labels, maps, probabilities, strict=True)
         ]
-        if crf and self.crf is not None:
-            predictions = [self.apply_crf(im, p) for im, p in zip(images, predictions, strict=True)]
-        return predictions
 
-    def predict(
-        self, image: np.ndarray, labels: Sequence[int] | None = None, crf: bool = True
-    ) -> MaskPrediction:
+    # -- predictions ---------------------------------------------------------------------------
+
+    def predict_batch(
+        self,
+        images: Sequence[np.ndarray],
+        labels: Sequence[Sequence[int] | None],
+        names: Sequence[object] | None = None,
+    ) -> list[MaskPrediction]:
+        """Predict same-size uint8 (H, W, 3) images, the CRF (when set) in this process.
+        ``labels[i]``: 0-based classes, or empty / None for the classifier to choose (needs
+        ``label_threshold``; ``names[i]`` names the image in that error)."""
+        predictions = self._predict_without_crf(images, labels, names)
+        if self.crf is None:
+            return predictions
+        return [
+            self._with_crf(p, _crf_or_failure_here(*self._crf_job(image, p), self.crf))
+            for image, p in zip(images, predictions, strict=True)
+        ]
+
+    def predict(self, image: np.ndarray, labels: Sequence[int] | None = None) -> MaskPrediction:
         """Predict one uint8 (H, W, 3) image (see :meth:`predict_batch`)."""
-        return self.predict_batch([image], [labels], crf)[0]
+        return self.predict_batch([image], [labels])[0]
 
-    def apply_crf(self, image: np.ndarray, prediction: MaskPrediction) -> MaskPrediction:
-        """``prediction`` with its CRF-refined label map (or the failure) filled in."""
-        return with_refinement(prediction, refine_or_fail(self.crf_job(image, prediction)))
+    def stream(self, batches: Iterable[Sequence[Item]]) -> Iterator[tuple[Item, MaskPrediction]]:
+        """``(item, prediction)`` for every item of ``batches`` (each a list of same-size
+        images: see :class:`PredictorInput`), in order. The CRF runs in ``crf.workers``
+        processes while this process computes the next maps; an image it fails on keeps its
+        threshold-rule mask and says why in ``crf_failure``."""
 
-    def crf_job(self, image: np.ndarray, prediction: MaskPrediction) -> tuple:
-        """The picklable arguments of :func:`~wsss.masks.crf.refine_or_fail`, for a worker: the
-        image and its maps at the working resolution, where the CRF runs."""
+        def predicted() -> Iterator[tuple[Item, MaskPrediction]]:
+            for batch in batches:
+                images = [item.image for item in batch]
+                names = [item.name for item in batch]
+                found = self._predict_without_crf(images, [i.labels for i in batch], names)
+                yield from zip(batch, found, strict=True)
+
+        if self.crf is None:
+            yield from predicted()
+            return
+        in_flight: deque[tuple[Item, MaskPrediction]] = deque()
+
+        def jobs():
+            for item, prediction in predicted():
+                in_flight.append((item, prediction))
+                yield self._crf_job(item.image, prediction)
+
+        for result in crf_label_maps(jobs(), self.crf):
+            item, prediction = in_flight.popleft()
+            yield item, self._with_crf(prediction, result)
+
+    def _crf_job(self, image: np.ndarray, prediction: MaskPrediction):
+        """The CRF's input: the image and its maps at the working resolution, where it runs."""
         size = working_size(image.shape[:2], self.cam.max_side)
         cams = prediction.cams
         if size != image.shape[:2]:
@@ -202,17 +286,29 @@ class MaskPredictor:
                 torch.from_numpy(cams)[None], size, mode="bilinear", antialias=True
             )
             cams = small[0].numpy()
-        return image, cams, prediction.labels, self.crf
+        return image, cams, prediction.labels
 
-
-def with_refinement(prediction: MaskPrediction, refined: np.ndarray | CRFFailure) -> MaskPrediction:
-    """``prediction`` with a worker's result of :func:`~wsss.masks.crf.refine_or_fail`, brought
-    to the image's size (nearest neighbour) when the CRF ran at a smaller working size."""
-    if isinstance(refined, CRFFailure):
-        prediction.crf_failure = refined.error
+    @staticmethod
+    def _with_crf(prediction: MaskPrediction, result: np.ndarray | CRFFailure) -> MaskPrediction:
+        """``prediction`` with the CRF's label map brought to the image's size (nearest
+        neighbour), or with its failure."""
+        if isinstance(result, CRFFailure):
+            prediction.crf_failure = result.error
+            return prediction
+        height, width = prediction.label_map.shape
+        if result.shape != (height, width):
+            result = np.array(Image.fromarray(result).resize((width, height), Image.NEAREST))
+        prediction.crf_mask = result
         return prediction
-    height, width = prediction.label_map.shape
-    if refined.shape != (height, width):
-        refined = np.array(Image.fromarray(refined).resize((width, height), Image.NEAREST))
-    prediction.refined = refined
-    return prediction
+
+    def assess(self, image: np.ndarray, prediction: MaskPrediction) -> dict[int, dict]:
+        """The quality features (:mod:`wsss.masks.quality`) of each class's region in the
+        prediction's mask, from a few forward passes of the classifier."""
+        return region_features(
+            self.model, image, prediction.cams, prediction.labels, prediction.mask, self.device
+        )
+
+
+def _crf_or_failure_here(image, cams, classes, settings: CRFSettings) -> np.ndarray | CRFFailure:
+    """:func:`crf_label_map` in this process, as the workers run it."""
+    return next(crf_label_maps([(image, cams, classes)], replace(settings, workers=1)))

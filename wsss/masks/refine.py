@@ -7,7 +7,7 @@ score (the refiner's ``bg_threshold`` when it sets one, else the ``mask`` group'
 dense CRF, when configured, refines that.
 
 * ``par``: training-free pixel-adaptive refinement (PAR, as in AFA and ToCo);
-* ``irn``: IRN's inter-pixel relation network and random walk (:mod:`wsss.masks.affinity`,
+* ``irn``: IRN's inter-pixel relation network and random walk (:mod:`wsss.masks.random_walk`,
   trained by ``python -m wsss.train_affinity``).
 """
 

@@ -10,9 +10,7 @@ import torchvision
 from torch import nn
 
 from wsss.errors import ConfigError, MissingDependencyError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from wsss.models.weights import IMAGENET_MEAN, IMAGENET_STD, create_timm_model, load_state_dict_file
 
 
 class Normalized(nn.Module):
@@ -42,8 +40,6 @@ def torchvision_classifier(name: str, weights: str | None) -> tuple[Normalized, 
     ``weights``: a weight enum name ("DEFAULT", "IMAGENET1K_V2", ...: downloaded once), a local
     state-dict file, or None (random weights).
     """
-    from wsss.models.backbones import load_state_dict_file
-
     try:
         enum = torchvision.models.get_model_weights(name)
     except (ValueError, KeyError):
@@ -83,8 +79,6 @@ def timm_classifier(name: str, weights: str | None) -> tuple[Normalized, list[st
         from timm.data import ImageNetInfo
     except ImportError as exc:
         raise MissingDependencyError("timm models need timm: pip install -e '.[timm]'") from exc
-    from wsss.models.backbones import create_timm_model
-
     checkpoint = weights if _is_checkpoint_file(weights) else ""
     try:
         model = create_timm_model(name, weights == "DEFAULT", checkpoint_path=checkpoint)

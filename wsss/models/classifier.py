@@ -6,6 +6,7 @@ pooled features, so the same weights applied at every position give the class ac
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,8 +17,8 @@ from torch import nn
 
 from wsss.errors import CheckpointError
 from wsss.io import atomic_path
-from wsss.models.adapters import IMAGENET_MEAN, IMAGENET_STD
 from wsss.models.backbones import create_backbone
+from wsss.models.weights import IMAGENET_MEAN, IMAGENET_STD
 
 CHECKPOINT_FORMAT = "wsss-classifier"
 CHECKPOINT_VERSION = 1
@@ -141,3 +142,12 @@ def load_checkpoint(path: str | os.PathLike) -> LoadedClassifier:
         raise CheckpointError(f"{path}: weights do not fit {spec.backbone} ({exc})") from exc
     model.eval()
     return LoadedClassifier(model, spec, tuple(payload["class_names"]), payload.get("metrics", {}))
+
+
+def weights_digest(model: nn.Module) -> str:
+    """A short digest of a model's weights: two runs with the same digest used the same model."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]

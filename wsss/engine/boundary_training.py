@@ -29,9 +29,10 @@ from wsss import distributed
 from wsss.data.images import load_image
 from wsss.data.split import LabelledSplit, Sample
 from wsss.errors import ConfigError
-from wsss.masks.affinity import STRIDE, BoundaryNet, path_affinities
+from wsss.masks.random_walk import path_affinities
 from wsss.masks.threshold import IGNORE
 from wsss.models import CAMClassifier
+from wsss.models.boundary import STRIDE, BoundaryNet
 
 log = logging.getLogger(__name__)
 
