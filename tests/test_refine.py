@@ -96,7 +96,8 @@ def test_a_seed_spreads_through_its_region_and_stops_at_a_wall():
     assert float(walked[:, 8:].abs().max()) < 1e-6, "nothing reaches the wall or beyond"
     ys, xs = np.mgrid[0:12, 0:8]
     near = [
-        ((ys - y) ** 2 + (xs - x) ** 2 < 25).sum() for y, x in zip(ys.ravel(), xs.ravel(), strict=True)
+        ((ys - y) ** 2 + (xs - x) ** 2 < 25).sum()
+        for y, x in zip(ys.ravel(), xs.ravel(), strict=True)
     ]
     weights = np.array(near, np.float64).reshape(12, 8)
     expected = (weights * seed[0, :, :8].numpy()).sum() / weights.sum()
