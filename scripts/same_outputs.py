@@ -195,9 +195,20 @@ def compare(baseline: Path, current: Path) -> list[str]:
     return problems
 
 
+def _worktree(path: Path, revision: str) -> Path:
+    """A checkout of ``revision`` at ``path`` (a git worktree; made once)."""
+    if not path.is_dir():
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(path),
+                        revision], check=True, capture_output=True)  # fmt: skip
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", required=True, help="a git revision of this repository")
+    parser.add_argument(
+        "--current", default=None, help="a git revision to compare (default: this working tree)"
+    )
     parser.add_argument("--out", type=Path, default=Path("outputs/same_outputs"))
     parser.add_argument("--voc-checkpoint", type=Path, default=None)
     parser.add_argument("--voc-root", type=Path, default=DEFAULT_VOC)
@@ -210,10 +221,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     out = args.out.resolve()
-    source = out / "baseline_src"
-    if not source.is_dir():
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(source),
-                        args.baseline], check=True, capture_output=True)  # fmt: skip
+    source = _worktree(out / "baseline_src", args.baseline)
+    current = _worktree(out / "current_src", args.current) if args.current else REPO
     commands = [] if args.no_synthetic else synthetic_commands(args.tiny)
     voc = None
     if args.voc_checkpoint:
@@ -227,10 +236,11 @@ def main() -> None:
         run_side(source, out / "baseline", commands, cache, prepare)
         if args.baseline_only:
             return
-        run_side(REPO, out / "current", commands, cache, prepare)
+        run_side(current, out / "current", commands, cache, prepare)
     finally:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(source)],
-                       capture_output=True)  # fmt: skip
+        for tree in {source, current} - {REPO}:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)],
+                           capture_output=True)  # fmt: skip
     problems = compare(out / "baseline", out / "current")
     compared = sum(1 for p in (out / "current").rglob("*") if p.is_file())
     for line in problems:

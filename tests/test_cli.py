@@ -319,3 +319,35 @@ def test_train_segmentation_is_reproducible(workspace, tmp_path):
         states.append(torch.load(tmp_path / name / "model.pt", weights_only=True))
     assert states[0].keys() == states[1].keys()
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_irn_without_a_checkpoint_makes_seeds_and_network_once_and_maps_are_cached(
+    workspace, tmp_path
+):
+    """refine=irn with no checkpoint: the command makes the train split's CRF seeds and the
+    boundary network on the way (cached); a rerun with another background score reuses both
+    and the maps, and writes the same maps with other masks."""
+    pytest.importorskip("pydensecrf.densecrf")
+    root, cache = workspace
+    irn = [*GENERATE_TINY, f"checkpoint={root / 'train_run/checkpoint.pt'}", "refine=irn",
+           "refine.exp_times=4", "affinity.epochs=1", "affinity.crop_size=48", "cache_maps=true",
+           "export.save_cams=true", "irn_seeds.workers=1"]  # fmt: skip
+    first = run("wsss.generate_masks", *irn, f"hydra.run.dir={tmp_path / 'a'}", cwd=root,
+                cache=cache)  # fmt: skip
+    said = first.stdout + first.stderr
+    assert "CRF seeds of the 24 images of split 'train'" in said
+    assert "training the boundary network on 24 seeds" in said
+    networks = list((cache / "affinity").glob("*/affinity.pt"))
+    assert len(networks) == 1 and len(list((cache / "seeds").glob("*/masks/*.png"))) == 24
+    cached = sorted((cache / "maps").rglob("*.npz"))
+    assert len(cached) == 6
+    again = run("wsss.generate_masks", *irn, "refine.bg_threshold=0.4",
+                f"hydra.run.dir={tmp_path / 'b'}", cwd=root, cache=cache)  # fmt: skip
+    said = again.stdout + again.stderr
+    assert "reusing the CRF seeds" in said and "reusing the boundary network" in said
+    assert sorted((cache / "maps").rglob("*.npz")) == cached, "the maps were read, not made"
+    for sample in sorted((tmp_path / "a" / "cams").glob("*.npz")):
+        with np.load(sample) as a, np.load(tmp_path / "b" / "cams" / sample.name) as b:
+            assert np.array_equal(a["cams"], b["cams"])
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["bg_threshold"] == 0.4 and summary["mask_rule"] == "fixed"

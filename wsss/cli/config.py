@@ -81,6 +81,13 @@ class GenerateMasksCommand(ClassifierCommand):
     #: images listed without labels get the classes the classifier predicts with at least this
     #: probability (null: an image without labels is an error)
     predict_labels: float | None = None
+    #: keep each image's maps in cache_dir/maps, so a rerun that changes only the rule, the
+    #: background score, the CRF or the export does not recompute them
+    cache_maps: bool = False
+    #: refine=irn without a checkpoint: the CRF that makes the seeds of the train split, and how
+    #: the boundary network trains on them
+    irn_seeds: CRFSettings = MISSING
+    affinity: AffinitySettings = MISSING
 
 
 @dataclass

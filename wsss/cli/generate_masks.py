@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from wsss import distributed
 from wsss.cli import common
 from wsss.cli.config import GenerateMasksCommand
 from wsss.data.screen import BadImages
+from wsss.engine import irn_stages
 from wsss.engine.generation import generate_pseudo_masks
 from wsss.engine.run_result import ClassifierFacts, summary_rows, summary_table
 from wsss.errors import ConfigError
-from wsss.masks import MaskPredictor
+from wsss.masks import IrnSettings, MaskPredictor
 
 log = logging.getLogger("wsss.generate_masks")
 
@@ -34,15 +36,19 @@ def run(config: GenerateMasksCommand, out: Path) -> float | None:
             f"{checkpoint}: classifier classes {list(classifier.class_names)} differ from the "
             f"dataset's {list(split.class_names)}"
         )
+    refine = config.refine
+    if isinstance(refine, IrnSettings) and not refine.checkpoint:
+        refine = replace(refine, checkpoint=str(_boundary_network(config, classifier, device, bad)))
     predictor = MaskPredictor(
         classifier.model,
         config.cam,
         config.mask,
         config.crf,
-        refine=config.refine,
+        refine=refine,
         device=device,
         amp=config.amp,
         label_threshold=config.predict_labels,
+        maps_cache=Path(config.cache_dir).expanduser() / "maps" if config.cache_maps else None,
     )
     log.info("labelling %d images of split %r with %s", len(split), config.split, config.cam.method)
     result = generate_pseudo_masks(
@@ -60,6 +66,21 @@ def run(config: GenerateMasksCommand, out: Path) -> float | None:
         return None
     print("\nwsss generate_masks summary\n" + summary_table(summary_rows(result.summary)))
     return result.summary.get("miou")
+
+
+def _boundary_network(config: GenerateMasksCommand, classifier, device, bad) -> Path:
+    """refine=irn without a checkpoint: the CRF seeds of the train split, then the boundary
+    network trained on them, each made once and cached."""
+    cache = Path(config.cache_dir).expanduser()
+    log.info("refine=irn without a checkpoint: making one from the %r split", config.train_split)
+    seeds = irn_stages.seeds_for(
+        classifier, config.dataset, config.train_split, config.cam, config.irn_seeds, cache,
+        device=device, bad=bad, batch_size=config.batch_size,
+    )  # fmt: skip
+    return irn_stages.affinity_for(
+        classifier, config.dataset, config.train_split, seeds, config.affinity, cache,
+        device=device, bad=bad, num_workers=config.num_workers, seed=config.seed,
+    )  # fmt: skip
 
 
 main = common.command("generate_masks")(run)

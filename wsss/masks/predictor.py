@@ -19,10 +19,13 @@ working resolution, its label map brought to the image's size (nearest).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -35,9 +38,11 @@ from wsss.cams import CamSettings, multiscale_cams, normalize_cams, upsample_cam
 from wsss.devices import autocast_settings
 from wsss.errors import ConfigError, DataError
 from wsss.masks.crf import CRFFailure, CRFSettings, crf_label_maps
+from wsss.masks.maps_cache import MapsCache
 from wsss.masks.quality import region_features
 from wsss.masks.refine import RefineSettings
 from wsss.masks.threshold import ThresholdSettings
+from wsss.models.classifier import weights_digest
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +107,9 @@ class MaskPredictor:
     classifier with ``cam.target_layer`` set). ``refine``: a map refiner (PAR, IRN's random
     walk) applied to the maps at the working resolution; the label map is then made from the
     refined maps with :attr:`rule`. ``label_threshold``: images given without labels get the
-    classes whose sigmoid probability is at least this (None: an error).
+    classes whose sigmoid probability is at least this (None: an error). ``maps_cache``: a
+    folder where :meth:`stream` keeps each image's maps (:mod:`wsss.masks.maps_cache`), so a
+    rerun that changes only the rule, the background score or the CRF does not recompute them.
     """
 
     def __init__(
@@ -116,6 +123,7 @@ class MaskPredictor:
         device: torch.device | str = "cpu",
         amp: bool = False,
         label_threshold: float | None = None,
+        maps_cache: str | Path | None = None,
     ):
         self.cam, self.crf, self.refiner = cam, crf, refine
         self._mask = mask or ThresholdSettings()
@@ -139,6 +147,18 @@ class MaskPredictor:
         # channels-last convolutions are faster on CPU (oneDNN) as on GPU
         self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
         self._method = cam.bind(self.model)
+        self.maps_cache = MapsCache(maps_cache, self.maps_key()) if maps_cache else None
+
+    def maps_key(self) -> str:
+        """A digest of what determines the maps: the classifier's weights, the ``cam`` and
+        refiner settings (not the refiner's background score) and mixed precision."""
+        refiner = asdict(self.refiner) if self.refiner else None
+        if refiner:
+            refiner.pop("bg_threshold")
+            if refiner.get("checkpoint"):  # a checkpoint retrained in place makes new maps
+                refiner["checkpoint"] = file_digest(refiner["checkpoint"])
+        parts = [weights_digest(self.model), asdict(self.cam), refiner, self.amp]
+        return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
     def settings(self) -> dict:
         """Every setting that determines the masks, as JSON-ready values (the CRF's worker
@@ -170,9 +190,8 @@ class MaskPredictor:
         batch = batch.permute(0, 3, 1, 2).to(self.device).float().div_(255)
         return batch.contiguous(memory_format=torch.channels_last)
 
-    def _maps(self, batch: torch.Tensor, classes, size: tuple[int, int]) -> list[np.ndarray]:
-        """Normalised maps at the working resolution, refined when a refiner is set, then
-        upsampled to ``size``."""
+    def _working_maps(self, batch: torch.Tensor, classes) -> list[torch.Tensor]:
+        """Normalised maps at the working resolution, refined when a refiner is set."""
         autocast = autocast_settings(self.amp, self.device)
         with torch.autocast(self.device.type, **autocast):
             summed = multiscale_cams(
@@ -185,7 +204,23 @@ class MaskPredictor:
                 torch.from_numpy(self.refiner.refine(picture, m.numpy(), c))
                 for picture, m, c in zip(pictures, maps, classes, strict=True)
             ]
-        return [upsample_cams(m, size).numpy() for m in maps]
+        return maps
+
+    def _maps(self, batch: torch.Tensor, classes, size: tuple[int, int]) -> list[np.ndarray]:
+        """:meth:`_working_maps` upsampled to ``size``."""
+        return [upsample_cams(m, size).numpy() for m in self._working_maps(batch, classes)]
+
+    def _cached_maps(self, batch, classes, size, names) -> list[np.ndarray]:
+        """:meth:`_maps`, read from the maps cache where it has them (and kept there)."""
+        keys = [(name, size, tuple(c)) for name, c in zip(names, classes, strict=True)]
+        found = [self.maps_cache.load(*key) for key in keys]
+        missing = [i for i, maps in enumerate(found) if maps is None]
+        if missing:
+            computed = self._working_maps(batch[missing], [classes[i] for i in missing])
+            for i, maps in zip(missing, computed, strict=True):
+                self.maps_cache.save(*keys[i], maps.numpy())
+                found[i] = maps.numpy()
+        return [upsample_cams(torch.from_numpy(m), size).numpy() for m in found]
 
     @torch.no_grad()
     def _chosen_labels(self, batch: torch.Tensor) -> list[tuple[tuple[int, ...], tuple]]:
@@ -220,7 +255,11 @@ class MaskPredictor:
             chosen = self._chosen_labels(batch[unlabelled])
             for i, (classes, probs) in zip(unlabelled, chosen, strict=True):
                 labels[i], probabilities[i] = classes, probs
-        maps = self._maps(batch, labels, images[0].shape[:2])
+        size = images[0].shape[:2]
+        if self.maps_cache is not None and names is not None:
+            maps = self._cached_maps(batch, labels, size, names)
+        else:
+            maps = self._maps(batch, labels, size)
         return [
             MaskPrediction(classes, cams, self.rule.label_map(cams, classes), probs)
             for classes, cams, probs in zip(labels, maps, probabilities, strict=True)
@@ -312,3 +351,11 @@ class MaskPredictor:
 def _crf_or_failure_here(image, cams, classes, settings: CRFSettings) -> np.ndarray | CRFFailure:
     """:func:`crf_label_map` in this process, as the workers run it."""
     return next(crf_label_maps([(image, cams, classes)], replace(settings, workers=1)))
+
+
+def file_digest(path: str | Path) -> str:
+    """A short digest of a file's bytes ("missing" for no file)."""
+    try:
+        return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()[:16]
+    except OSError:
+        return "missing"

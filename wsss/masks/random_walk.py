@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import MISSING
 
 from wsss.errors import ConfigError
 from wsss.masks.refine import REFINERS, RefineSettings
@@ -118,10 +117,11 @@ class IrnSettings(RefineSettings):
     image) gives affinities within ``radius`` (at stride 4); the maps, times (1 - B), walk
     ``2^exp_times`` steps through ``T = A^beta`` (column-normalised), are brought back to the
     working size and divided by their joint maximum; background is ``bg_threshold`` (IRN 0.25).
-    ``checkpoint``: an affinity checkpoint from ``python -m wsss.train_affinity``."""
+    ``checkpoint``: an affinity checkpoint from ``python -m wsss.train_affinity``; null: the
+    ``generate_masks`` command trains one on the way (:mod:`wsss.engine.irn_stages`)."""
 
     name: str = "irn"
-    checkpoint: str = MISSING
+    checkpoint: str | None = None
     bg_threshold: float | None = 0.25
     radius: int = 5
     beta: float = 10.0
@@ -135,6 +135,11 @@ class IrnSettings(RefineSettings):
 
     def boundary(self, image: np.ndarray) -> torch.Tensor:
         """(h, w) boundary map at stride 4 of a uint8 image (mirror image averaged in)."""
+        if not self.checkpoint:
+            raise ConfigError(
+                "refine=irn needs refine.checkpoint=<affinity.pt> (python -m wsss.train_affinity); "
+                "python -m wsss.generate_masks trains one on the way when it is null"
+            )
         net = load_affinity(self.checkpoint)
         x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None] / 255
         with torch.inference_mode():
