@@ -340,7 +340,7 @@ def test_irn_without_a_checkpoint_makes_seeds_and_network_once_and_maps_are_cach
     networks = list((cache / "affinity").glob("*/affinity.pt"))
     assert len(networks) == 1 and len(list((cache / "seeds").glob("*/masks/*.png"))) == 24
     cached = sorted((cache / "maps").rglob("*.npz"))
-    assert len(cached) == 6
+    assert len(cached) == 24 + 2 * 6, "the seeds' maps, and the eval maps before and after the walk"
     again = run("wsss.generate_masks", *irn, "refine.bg_threshold=0.4",
                 f"hydra.run.dir={tmp_path / 'b'}", cwd=root, cache=cache)  # fmt: skip
     said = again.stdout + again.stderr

@@ -48,7 +48,7 @@ def run(config: GenerateMasksCommand, out: Path) -> float | None:
         device=device,
         amp=config.amp,
         label_threshold=config.predict_labels,
-        maps_cache=Path(config.cache_dir).expanduser() / "maps" if config.cache_maps else None,
+        maps_cache=_maps_cache(config),
     )
     log.info("labelling %d images of split %r with %s", len(split), config.split, config.cam.method)
     result = generate_pseudo_masks(
@@ -68,6 +68,10 @@ def run(config: GenerateMasksCommand, out: Path) -> float | None:
     return result.summary.get("miou")
 
 
+def _maps_cache(config: GenerateMasksCommand) -> Path | None:
+    return Path(config.cache_dir).expanduser() / "maps" if config.cache_maps else None
+
+
 def _boundary_network(config: GenerateMasksCommand, classifier, device, bad) -> Path:
     """refine=irn without a checkpoint: the CRF seeds of the train split, then the boundary
     network trained on them, each made once and cached."""
@@ -76,6 +80,7 @@ def _boundary_network(config: GenerateMasksCommand, classifier, device, bad) -> 
     seeds = irn_stages.seeds_for(
         classifier, config.dataset, config.train_split, config.cam, config.irn_seeds, cache,
         device=device, bad=bad, batch_size=config.batch_size,
+        maps_cache=_maps_cache(config),
     )  # fmt: skip
     return irn_stages.affinity_for(
         classifier, config.dataset, config.train_split, seeds, config.affinity, cache,

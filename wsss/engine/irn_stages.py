@@ -52,6 +52,7 @@ def seeds_for(
     device: torch.device | str = "cpu",
     bad: BadImages | None = None,
     batch_size: int = 8,
+    maps_cache: Path | None = None,
 ) -> Path:
     """The run folder of the CRF seeds (label mode: confident foreground, confident background,
     uncertain between) of every image of ``split``, generated once and cached."""
@@ -68,7 +69,9 @@ def seeds_for(
         return folder
     samples = dataset.load(split, cache_dir=cache_dir)
     log.info("CRF seeds of the %d images of split %r (cached in %s)", len(samples), split, folder)
-    predictor = MaskPredictor(classifier.model, cam, ThresholdSettings(), crf, device=device)
+    predictor = MaskPredictor(
+        classifier.model, cam, ThresholdSettings(), crf, device=device, maps_cache=maps_cache
+    )
     generate_pseudo_masks(
         predictor, samples, folder, ExportSettings(overlays=0, quality=False),
         batch_size=batch_size, bad=bad,

@@ -39,8 +39,12 @@ class MapsCache:
         except (OSError, KeyError, ValueError, EOFError):
             return None
 
-    def save(self, name: object, shape: tuple, classes, maps: np.ndarray) -> None:
+    def save(self, name: object, shape: tuple, classes, maps: np.ndarray) -> np.ndarray:
+        """Keep ``maps``; returns them as kept (float16 values, as float32), which the caller
+        uses from then on, so a run and its rerun from the cache see the same numbers."""
         path = self._path(name, shape, classes)
         path.parent.mkdir(parents=True, exist_ok=True)
+        kept = maps.astype(np.float16)
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, maps=maps.astype(np.float16))
+            np.savez(f, maps=kept)
+        return kept.astype(np.float32)

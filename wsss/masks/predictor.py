@@ -147,17 +147,22 @@ class MaskPredictor:
         # channels-last convolutions are faster on CPU (oneDNN) as on GPU
         self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
         self._method = cam.bind(self.model)
-        self.maps_cache = MapsCache(maps_cache, self.maps_key()) if maps_cache else None
+        self.maps_cache = maps_cache
+        if maps_cache:
+            self._cams_cache = MapsCache(maps_cache, self.maps_key(refined=False))
+            self._final_cache = MapsCache(maps_cache, self.maps_key())
 
-    def maps_key(self) -> str:
-        """A digest of what determines the maps: the classifier's weights, the ``cam`` and
-        refiner settings (not the refiner's background score) and mixed precision."""
-        refiner = asdict(self.refiner) if self.refiner else None
+    def maps_key(self, refined: bool = True) -> str:
+        """A digest of what determines the maps: the classifier's weights, the ``cam``
+        settings, mixed precision and, when ``refined``, the refiner's settings (not its
+        background score)."""
+        refiner = asdict(self.refiner) if self.refiner and refined else None
         if refiner:
             refiner.pop("bg_threshold")
             if refiner.get("checkpoint"):  # a checkpoint retrained in place makes new maps
                 refiner["checkpoint"] = file_digest(refiner["checkpoint"])
-        parts = [weights_digest(self.model), asdict(self.cam), refiner, self.amp]
+        parts = [weights_digest(self.model), asdict(self.cam), self.amp]
+        parts += [refiner] if refiner else []
         return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
     def settings(self) -> dict:
@@ -190,36 +195,49 @@ class MaskPredictor:
         batch = batch.permute(0, 3, 1, 2).to(self.device).float().div_(255)
         return batch.contiguous(memory_format=torch.channels_last)
 
-    def _working_maps(self, batch: torch.Tensor, classes) -> list[torch.Tensor]:
-        """Normalised maps at the working resolution, refined when a refiner is set."""
+    def _cams(self, batch: torch.Tensor, classes) -> list[np.ndarray]:
+        """Normalised maps at the working resolution (the forward passes: the costly part)."""
         autocast = autocast_settings(self.amp, self.device)
         with torch.autocast(self.device.type, **autocast):
             summed = multiscale_cams(
                 self._method, batch, [list(c) for c in classes], self.cam.scales, self.cam.flip
             )
-        maps = [normalize_cams(m.float()).cpu() for m in summed]
-        if self.refiner is not None:
-            pictures = batch.mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-            maps = [
-                torch.from_numpy(self.refiner.refine(picture, m.numpy(), c))
-                for picture, m, c in zip(pictures, maps, classes, strict=True)
-            ]
-        return maps
+        return [normalize_cams(m.float()).cpu().numpy() for m in summed]
+
+    def _refined(self, batch: torch.Tensor, maps: list[np.ndarray], classes) -> list[np.ndarray]:
+        """``maps`` through the map refiner, when one is set."""
+        if self.refiner is None:
+            return maps
+        pictures = batch.mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        return [
+            self.refiner.refine(picture, m, c)
+            for picture, m, c in zip(pictures, maps, classes, strict=True)
+        ]
 
     def _maps(self, batch: torch.Tensor, classes, size: tuple[int, int]) -> list[np.ndarray]:
-        """:meth:`_working_maps` upsampled to ``size``."""
-        return [upsample_cams(m, size).numpy() for m in self._working_maps(batch, classes)]
+        """Maps at the working resolution, refined, then upsampled to ``size``."""
+        maps = self._refined(batch, self._cams(batch, classes), classes)
+        return [upsample_cams(torch.from_numpy(m), size).numpy() for m in maps]
 
     def _cached_maps(self, batch, classes, size, names) -> list[np.ndarray]:
-        """:meth:`_maps`, read from the maps cache where it has them (and kept there)."""
+        """:meth:`_maps`, read from the maps cache where it has them, and kept there: the
+        refined maps, and before them the maps themselves (a run with another refiner, or
+        the seeds of IRN's network, share those)."""
         keys = [(name, size, tuple(c)) for name, c in zip(names, classes, strict=True)]
-        found = [self.maps_cache.load(*key) for key in keys]
+        found = [self._final_cache.load(*key) for key in keys]
         missing = [i for i, maps in enumerate(found) if maps is None]
         if missing:
-            computed = self._working_maps(batch[missing], [classes[i] for i in missing])
-            for i, maps in zip(missing, computed, strict=True):
-                self.maps_cache.save(*keys[i], maps.numpy())
-                found[i] = maps.numpy()
+            cams = [self._cams_cache.load(*keys[i]) for i in missing]
+            todo = [i for i, maps in zip(missing, cams, strict=True) if maps is None]
+            if todo:
+                for i, maps in zip(todo, self._cams(batch[todo], [classes[i] for i in todo]),
+                                   strict=True):  # fmt: skip
+                    cams[missing.index(i)] = self._cams_cache.save(*keys[i], maps)
+            refined = self._refined(batch[missing], cams, [classes[i] for i in missing])
+            for i, maps in zip(missing, refined, strict=True):
+                if self.refiner is not None:
+                    maps = self._final_cache.save(*keys[i], maps)
+                found[i] = maps
         return [upsample_cams(torch.from_numpy(m), size).numpy() for m in found]
 
     @torch.no_grad()
