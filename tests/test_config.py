@@ -293,3 +293,13 @@ def test_help_lists_only_the_options_users_pick():
     groups = proc.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
     assert "cam: cam, gradcam, gradcampp, hirescam, layercam, scorecam, xgradcam" in groups
     assert "schema" not in groups.lower() and "Settings" not in groups
+
+
+def test_a_key_added_with_plus_that_no_schema_has_is_refused():
+    """Hydra's own hint for a misspelt key is +key=value, which would add a key nothing reads."""
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['mask.threshold'\]"):
+        config("generate_masks", "+mask.threshold=0.3")
+    with pytest.raises(ConfigError, match=r"\['refine.beat'\]"):
+        config("generate_masks", "refine=irn", "++refine.beat=5")
+    added = config("generate_masks", "dataset=voc", "dataset.root=/x", "++dataset.splits.fit=f")
+    assert added.dataset.splits["fit"] == "f", "dict-valued settings take new keys"

@@ -217,13 +217,39 @@ def compose_config(name: str, overrides: list[str] | tuple[str, ...] = ()) -> An
 
 def to_config(cfg: DictConfig) -> Any:
     """The composed config as its schema's objects (``OmegaConf.to_object``), every settings
-    object in it validated; a missing mandatory value is reported as the key to set."""
+    object in it validated; a missing mandatory value is reported as the key to set, and a key
+    that no schema has (``+mask.threshold=0.3``: Hydra adds it, and nothing would read it) is
+    refused."""
+    unknown = _unknown_keys(cfg)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {unknown}: no setting has that name, so it would be ignored "
+            "(see --help, or --cfg job for every key)"
+        )
     try:
         config = OmegaConf.to_object(cfg)
     except MissingMandatoryValue as exc:
         raise ConfigError(f"{exc.full_key} is required: pass {exc.full_key}=...") from None
     validate(config)
     return config
+
+
+def _unknown_keys(node: Any, prefix: str = "") -> list[str]:
+    """Keys of ``node`` (and its children) that the schema they belong to does not have."""
+    if not isinstance(node, DictConfig):
+        return []
+    schema = OmegaConf.get_type(node)
+    fields = (
+        {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
+    )
+    unknown = []
+    for key in node:
+        path = f"{prefix}{key}"
+        if fields is not None and key not in fields and key != "hydra":
+            unknown.append(path)
+            continue
+        unknown += _unknown_keys(node._get_node(key), f"{path}.")
+    return unknown
 
 
 def validate(settings: Any) -> None:
