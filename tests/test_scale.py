@@ -127,9 +127,14 @@ def test_resuming_with_other_settings_is_refused(checkpoint, tmp_path):
     path, cache = checkpoint
     args = [*GENERATE, f"checkpoint={path}", f"hydra.run.dir={tmp_path / 'run'}"]
     run("wsss.generate_masks", *args, cwd=tmp_path, cache=cache)
+    record = (tmp_path / "run" / ".hydra" / "config.yaml").read_text()
+    assert "bg_threshold: 0.15" in record
     proc = run("wsss.generate_masks", *args, "mask.bg_threshold=0.3", cwd=tmp_path, cache=cache,
                expect=2)  # fmt: skip
     assert "other settings (settings.mask.bg_threshold: 0.15 -> 0.3)" in proc.stderr
+    assert (tmp_path / "run" / ".hydra" / "config.yaml").read_text() == record, "left alone"
+    overrides = (tmp_path / "run" / ".hydra" / "overrides.yaml").read_text()
+    assert "bg_threshold" not in overrides
 
 
 def test_torchrun_generation_equals_one_process(checkpoint, tmp_path):

@@ -13,7 +13,7 @@ from typing import Any
 
 import hydra
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from wsss import distributed
 from wsss.cli.config import (
@@ -29,6 +29,7 @@ from wsss.data.screen import BadImages
 from wsss.devices import resolve_device
 from wsss.engine.classifiers import checkpoint_or_cached, train_and_save
 from wsss.errors import DiskFullError, WsssError
+from wsss.io import write_text
 from wsss.models import LoadedClassifier
 
 log = logging.getLogger("wsss")
@@ -50,8 +51,15 @@ def command(config_name: str) -> Callable[[Callable], Callable[[], Any]]:
         def main(cfg: DictConfig):
             from hydra.core.hydra_config import HydraConfig
 
+            out = Path(HydraConfig.get().runtime.output_dir)
+            earlier = (out / ".hydra" / "config.yaml").is_file()
+            if not earlier:
+                _record_config(cfg, out / ".hydra")
             try:
-                return run(to_config(cfg), Path(HydraConfig.get().runtime.output_dir))
+                result = run(to_config(cfg), out)
+                if earlier:  # resumed with the same settings: the record is brought up to date
+                    _record_config(cfg, out / ".hydra")
+                return result
             except OSError as exc:  # a write outside wsss's own writers (logs, Hydra's files)
                 if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                     raise
@@ -62,6 +70,19 @@ def command(config_name: str) -> Callable[[Callable], Callable[[], Any]]:
         return main
 
     return decorator
+
+
+def _record_config(cfg: DictConfig, folder: Path) -> None:
+    """Write Hydra's record of a run (config.yaml, hydra.yaml, overrides.yaml) into ``folder``;
+    the commands set ``hydra.output_subdir`` to null and call this themselves, so that a run
+    refused in a folder holding an earlier one does not overwrite that run's record."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, node in (("config.yaml", cfg), ("hydra.yaml", OmegaConf.create({"hydra": hydra_cfg})),
+                       ("overrides.yaml", hydra_cfg.overrides.task)):  # fmt: skip
+        write_text(folder / name, OmegaConf.to_yaml(node))
 
 
 def _exit_with(error: WsssError) -> None:
