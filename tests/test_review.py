@@ -17,6 +17,7 @@ from wsss.cams import ClassifierCam
 from wsss.data import load_label_map, load_split
 from wsss.engine.generation import generate_pseudo_masks
 from wsss.engine.review import apply_review
+from wsss.errors import ConfigError, DataError
 from wsss.export import ExportSettings
 from wsss.export.report import Rejections, read_rejections
 from wsss.masks import MaskPredictor
@@ -83,8 +84,12 @@ def test_a_review_leaves_out_rejected_images_and_masks(reviewed_run, tmp_path):
     mask = load_label_map(tmp_path / "reviewed" / "masks" / f"{second}.png")
     assert not (mask == value).any() and (mask == 255).any(), "the rejected class is ignored"
     assert [a["id"] for a in reviewed["annotations"]] == list(range(1, result.annotations + 1))
-    low = apply_review(out, tmp_path / "strict", min_quality=1.01)
+    estimates = sorted(a["quality"] for a in coco["annotations"])
+    low = apply_review(out, tmp_path / "strict", min_quality=estimates[-1] + 1e-6)
     assert low.annotations == 0
+    bound = estimates[len(estimates) // 2]
+    middle = apply_review(out, tmp_path / "middle", min_quality=bound)
+    assert middle.annotations == sum(q >= bound for q in estimates) < len(estimates)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
@@ -145,3 +150,23 @@ def test_export_and_train_segmentation_accept_the_rejections(tmp_path):
     metrics = json.loads((tmp_path / "seg" / "metrics.json").read_text())
     assert metrics["train_images"] == 22
     assert Path(metrics["rejected"]).name == "rejected.json"
+
+
+def test_a_review_refuses_what_would_lose_work_or_do_nothing(reviewed_run, tmp_path):
+    """Writing over the source run, a rejections file of another run or with a string for a
+    list, and a quality bound that is no IoU are refused before anything is written."""
+    split, out, _, _ = reviewed_run
+    first = split.samples[0].image_id
+    with pytest.raises(ConfigError, match="overwrite the run they come from"):
+        apply_review(out, out, Rejections({first}))
+    with pytest.raises(DataError, match=r"1 images it does not have \(\['m999'\]\)"):
+        apply_review(out, tmp_path / "a", Rejections({"m999"}))
+    with pytest.raises(DataError, match=r"classes it does not have \(\['zebra'\]\)"):
+        apply_review(out, tmp_path / "b", Rejections(set(), {(first, "zebra")}))
+    with pytest.raises(ConfigError, match="min_quality must be in"):
+        apply_review(out, tmp_path / "c", None, min_quality=30)
+    bad = tmp_path / "rejected.json"
+    bad.write_text(json.dumps({"format": "wsss-rejections", "images": first}))
+    with pytest.raises(DataError, match="must be lists"):
+        read_rejections(bad)
+    assert not any((tmp_path / name).exists() for name in "abc")

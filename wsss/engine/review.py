@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from wsss.data.images import load_label_map, save_label_map
 from wsss.engine.run_folder import RunFolder
-from wsss.errors import DataError
+from wsss.errors import ConfigError, DataError
 from wsss.export.report import Rejections
 from wsss.io import atomic_path, write_json
 from wsss.masks.threshold import IGNORE
@@ -37,6 +37,13 @@ def apply_review(
     rejected images, and with the rejected (or lower than ``min_quality``) annotations removed:
     their pixels become 255 (ignored) in the label PNGs, so a trainer learns nothing there."""
     source, target = RunFolder(run), RunFolder(out)
+    if source.root.resolve() == target.root.resolve():
+        raise ConfigError(
+            f"{out}: the reviewed masks would overwrite the run they come from; write them to "
+            "another folder (hydra.run.dir=...)"
+        )
+    if min_quality is not None and not 0 <= min_quality <= 1:
+        raise ConfigError(f"min_quality must be in [0, 1] (an estimated IoU), got {min_quality}")
     if not source.annotations.is_file():
         raise DataError(f"{run}: no annotations.json (is this a finished generate_masks run?)")
     coco = json.loads(source.annotations.read_text(encoding="utf-8"))
@@ -44,6 +51,7 @@ def apply_review(
     rejections = rejections or Rejections()
     by_image = {image["id"]: Path(image["file_name"]).with_suffix("").as_posix()
                 for image in coco["images"]}  # fmt: skip
+    _check_rejections(rejections, set(by_image.values()), set(names.values()), run)
     kept_images = [i for i in coco["images"] if not rejections.rejects(by_image[i["id"]])]
     kept_ids = {i["id"] for i in kept_images}
     kept, dropped = [], {}
@@ -88,3 +96,21 @@ def _label_values(coco: dict, category_ids: set[int]) -> list[int]:
     """The label-PNG values of COCO categories: their position in the file's categories + 1."""
     order = [c["id"] for c in coco["categories"]]
     return [order.index(c) + 1 for c in category_ids]
+
+
+def _check_rejections(rejections: Rejections, images: set[str], classes: set[str], run: Path):
+    """Refuse rejections that name images or classes the run does not have: they were saved
+    for another run, and applying them would silently leave out nothing."""
+    named = rejections.images | {image for image, _ in rejections.annotations}
+    unknown_images = sorted(named - images)
+    unknown_classes = sorted({name for _, name in rejections.annotations} - classes)
+    if unknown_images or unknown_classes:
+        what = []
+        if unknown_images:
+            what.append(f"{len(unknown_images)} images it does not have ({unknown_images[:3]})")
+        if unknown_classes:
+            what.append(f"classes it does not have ({unknown_classes[:3]})")
+        raise DataError(
+            f"the rejections name {' and '.join(what)}; were they saved from {run}'s review "
+            "page (report.html)?"
+        )

@@ -68,10 +68,12 @@ def read_rejections(path: str | Path) -> Rejections:
         raise DataError(f"{path}: not a rejections file ({exc})") from exc
     if not isinstance(data, dict) or data.get("format") != REJECTIONS_FORMAT:
         raise DataError(f"{path}: not a rejections file saved by a wsss report page")
+    images, annotations = data.get("images", []), data.get("annotations", [])
+    if not isinstance(images, list) or not isinstance(annotations, list):
+        raise DataError(f"{path}: 'images' and 'annotations' must be lists")
     try:
         return Rejections(
-            set(map(str, data.get("images", []))),
-            {(str(a["image"]), str(a["class"])) for a in data.get("annotations", [])},
+            set(map(str, images)), {(str(a["image"]), str(a["class"])) for a in annotations}
         )
     except (TypeError, KeyError) as exc:
         raise DataError(f"{path}: malformed rejections ({exc})") from exc
