@@ -109,3 +109,26 @@ class _Item:
     image: np.ndarray
     labels: tuple
     name: str
+
+
+def test_pil_float_and_tensor_images_give_the_uint8_images_mask(model):
+    """What Python users hand over: a PIL image, a float array in [0, 1], a tensor in either
+    layout; a float image in 0..255 and a label map that cannot hold the class are refused."""
+    image = np.random.default_rng(4).integers(0, 255, (40, 48, 3), np.uint8)
+    predictor = MaskPredictor(model, ClassifierCam(scales=[1.0]))
+    expected = predictor.predict(image, [2]).mask
+    for given in (
+        Image.fromarray(image),
+        image.astype(np.float32) / 255,
+        torch.from_numpy(image).permute(2, 0, 1).float() / 255,
+        torch.from_numpy(image),
+    ):
+        assert np.array_equal(predictor.predict(given, [2]).mask, expected), type(given)
+    with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
+        predictor.predict(image.astype(np.float32), [2])
+    with pytest.raises(ValueError, match="expected an image array"):
+        predictor.predict("cat.jpg", [2])
+    from wsss.masks import cam_to_label_map
+
+    with pytest.raises(ValueError, match="holds classes 0..253"):
+        cam_to_label_map(np.ones((1, 4, 4), np.float32), [300], 0.5)

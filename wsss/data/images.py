@@ -87,6 +87,40 @@ def _to_rgb_uint8(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
+def as_rgb_uint8(image: object) -> np.ndarray:
+    """An in-memory image as the (H, W, 3) uint8 RGB array the pipeline takes: a PIL image (any
+    mode, as :func:`load_image` converts files), a uint8 array (H, W, 3) or (H, W), a float
+    array in [0, 1], or a torch tensor in either layout ((3, H, W) or (H, W, 3)). Anything else
+    is refused with a ValueError that says what was given."""
+    if isinstance(image, Image.Image):
+        return np.array(_to_rgb_uint8(image), dtype=np.uint8, order="C")
+    if hasattr(image, "detach") and hasattr(image, "cpu"):  # a torch tensor
+        image = image.detach().cpu().numpy()
+        if image.ndim == 3 and image.shape[0] in (1, 3) and image.shape[-1] not in (1, 3):
+            image = image.transpose(1, 2, 0)
+    if not isinstance(image, np.ndarray):
+        raise ValueError(
+            f"expected an image array, PIL image or tensor, got {type(image).__name__}"
+        )
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
+    if image.dtype == np.uint8:
+        return np.ascontiguousarray(image)
+    if np.issubdtype(image.dtype, np.floating) or image.dtype == bool:
+        values = image.astype(np.float64)
+        if values.size and (values.min() < 0 or values.max() > 1):
+            raise ValueError(
+                f"a float image must hold values in [0, 1], got [{values.min():.3g}, "
+                f"{values.max():.3g}]; pass uint8 for 0..255"
+            )
+        return np.ascontiguousarray((values * 255).round().astype(np.uint8))
+    raise ValueError(f"expected a uint8 or float image, got {image.dtype}")
+
+
 def load_image(path: str | os.PathLike) -> np.ndarray:
     """Read an image as an (H, W, 3) uint8 RGB array, upright as viewers show it (EXIF applied).
 

@@ -35,6 +35,7 @@ from PIL import Image
 from torch import nn
 
 from wsss.cams import CamSettings, multiscale_cams, normalize_cams, upsample_cams
+from wsss.data.images import as_rgb_uint8
 from wsss.devices import autocast_settings
 from wsss.errors import ConfigError, DataError
 from wsss.masks.crf import CRFFailure, CRFSettings, crf_label_maps
@@ -291,9 +292,12 @@ class MaskPredictor:
         labels: Sequence[Sequence[int] | None],
         names: Sequence[object] | None = None,
     ) -> list[MaskPrediction]:
-        """Predict same-size uint8 (H, W, 3) images, the CRF (when set) in this process.
-        ``labels[i]``: 0-based classes, or empty / None for the classifier to choose (needs
-        ``label_threshold``; ``names[i]`` names the image in that error)."""
+        """Predict same-size images, the CRF (when set) in this process. An image is uint8
+        (H, W, 3) RGB, or anything :func:`~wsss.data.images.as_rgb_uint8` converts (a PIL image,
+        a float array in [0, 1], a tensor). ``labels[i]``: 0-based classes, or empty / None for
+        the classifier to choose (needs ``label_threshold``; ``names[i]`` names the image in
+        that error)."""
+        images = [as_rgb_uint8(image) for image in images]
         predictions = self._predict_without_crf(images, labels, names)
         if self.crf is None:
             return predictions
@@ -303,7 +307,7 @@ class MaskPredictor:
         ]
 
     def predict(self, image: np.ndarray, labels: Sequence[int] | None = None) -> MaskPrediction:
-        """Predict one uint8 (H, W, 3) image (see :meth:`predict_batch`)."""
+        """Predict one image (uint8 (H, W, 3), or see :meth:`predict_batch`)."""
         return self.predict_batch([image], [labels])[0]
 
     def stream(self, batches: Iterable[Sequence[Item]]) -> Iterator[tuple[Item, MaskPrediction]]:

@@ -115,6 +115,11 @@ def cam_to_label_map(
     """
     if cams.ndim != 3 or cams.shape[0] != len(classes):
         raise ValueError(f"cams must be (len(classes), H, W), got {cams.shape} for {classes}")
+    if len(classes) and max(classes) + 1 >= IGNORE:
+        raise ValueError(
+            f"class index {max(classes)}: a uint8 label map holds classes 0..{IGNORE - 2} "
+            f"(value = index + 1; {IGNORE} means uncertain)"
+        )
     per_class = np.ndim(bg_threshold) > 0
     if fg_threshold is not None and not per_class and fg_threshold < bg_threshold:
         raise ValueError(f"fg_threshold {fg_threshold} < bg_threshold {bg_threshold}")
