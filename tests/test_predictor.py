@@ -132,3 +132,42 @@ def test_pil_float_and_tensor_images_give_the_uint8_images_mask(model):
 
     with pytest.raises(ValueError, match="holds classes 0..253"):
         cam_to_label_map(np.ones((1, 4, 4), np.float32), [300], 0.5)
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_an_inference_engine_gives_pytorchs_maps(backend, monkeypatch):
+    """cam.backend runs the classifier's features in OpenVINO or ONNX Runtime: the same maps
+    (to float32 rounding) and the same masks, at any image size (dynamic shapes)."""
+    pytest.importorskip(backend)
+    from wsss.models.inference import AcceleratedClassifier
+
+    calls = []
+    engine_features = AcceleratedClassifier.forward_features
+
+    def spy(self, images):
+        calls.append(tuple(images.shape))
+        return engine_features(self, images)
+
+    monkeypatch.setattr(AcceleratedClassifier, "forward_features", spy)
+    torch.manual_seed(0)
+    model = create_classifier(ModelSpec("smallcnn", None, {"width": 8}), 6).eval()
+    rng = np.random.default_rng(5)
+    reference = MaskPredictor(model, ClassifierCam(backend="torch"))
+    engine = MaskPredictor(model, ClassifierCam(backend=backend))
+    for shape in ((40, 56, 3), (64, 33, 3)):
+        image = rng.integers(0, 255, shape, np.uint8)
+        expected, found = reference.predict(image, [1, 4]), engine.predict(image, [1, 4])
+        assert np.abs(found.cams - expected.cams).max() < 1e-4
+        assert (found.label_map != expected.label_map).mean() < 0.01
+    assert set(calls) >= {(2, 3, 40, 56), (2, 3, 64, 33)}, "the engine ran"
+
+
+def test_auto_leaves_small_models_to_pytorch_and_accelerates_large_ones():
+    from wsss.models.inference import AcceleratedClassifier, accelerated
+
+    small = create_classifier(ModelSpec("smallcnn", None, {"width": 8}), 6)
+    assert accelerated(small, "auto", torch.device("cpu")) is small
+    pytest.importorskip("openvino")
+    large = create_classifier(ModelSpec("smallcnn", None, {"width": 400}), 6).eval()
+    assert isinstance(accelerated(large, "auto", torch.device("cpu")), AcceleratedClassifier)
+    assert accelerated(large, "torch", torch.device("cpu")) is large
