@@ -43,6 +43,10 @@ def test_confusion_matrix_miou_by_hand():
     assert summary["uncertain_pixels"] == 1 and summary["pixels"] == 7
     assert summary["per_class"]["a"]["precision"] == pytest.approx(2 / 3, abs=1e-4)
     assert summary["per_class"]["b"]["recall"] == pytest.approx(0.5)
+    # Objects vs background (uncertain as background; gt 255 ignored): marked as objects:
+    # (0,1) (0,2) (0,3) (1,0), of which objects in gt: (0,2) (0,3) (1,0) -> 3 of 4.
+    # Object pixels in gt: (0,2) (0,3) (1,0) (1,1) (1,3) = 5, marked: 3 -> 3/5.
+    assert summary["foreground"] == {"precision": 0.75, "recall": 0.6}
 
 
 def test_sweep_finds_the_right_threshold():

@@ -88,6 +88,18 @@ class ConfusionMatrix:
         return float(np.nanmean(self._iou(self.matrix)))
 
     @property
+    def foreground_precision_recall(self) -> tuple[float, float]:
+        """Object (any class) against background, uncertain pixels as background: the share of
+        pixels marked as objects that are objects, and of object pixels marked as objects."""
+        m = self._with_uncertain_as_background()
+        both = float(m[1:, 1:].sum())
+        marked, objects = float(m[:, 1:].sum()), float(m[1:, :].sum())
+        return (
+            both / marked if marked else float("nan"),
+            both / objects if objects else float("nan"),
+        )
+
+    @property
     def uncertain_fraction(self) -> float:
         total = self.matrix.sum() + self.uncertain_by_gt.sum()
         return float(self.uncertain_by_gt.sum() / total) if total else 0.0
@@ -105,9 +117,11 @@ class ConfusionMatrix:
         def num(x: float) -> float | None:
             return None if np.isnan(x) else round(float(x), 4)
 
+        fg_precision, fg_recall = self.foreground_precision_recall
         return {
             "miou": num(self.miou),
             "miou_confident_pixels": num(self.miou_confident),
+            "foreground": {"precision": num(fg_precision), "recall": num(fg_recall)},
             "uncertain_pixels": int(self.uncertain_by_gt.sum()),
             "uncertain_pixel_fraction": round(self.uncertain_fraction, 4),
             "pixels": int(m.sum()),
