@@ -1,35 +1,33 @@
-"""The real-photo benchmark: PASCAL VOC 2012 train, the WSSS protocol, end to end.
+"""The real-photo benchmark: PASCAL VOC 2012 train, the WSSS protocol, wsss's one command.
 
-Runs the commands a user would, on VOC 2012's 1,464 segmentation train images (read in place):
+On VOC 2012's 1,464 segmentation *train* photos (read in place), as a user with tagged photos
+would run it, then scored as the papers score pseudo-masks:
 
-1. ``wsss.train``: the classifier on the image-level labels of 9 in 10 of the images
-   (``fit``), validated on the held-out tenth (``heldout``: every 10th image), which it never
-   trains on;
-2. ``wsss.generate_masks``: pseudo-masks for all 1,464 images at the defaults (no refinement),
-   then with the dense CRF (``crf=dense``), PAR (``refine=par``) and IRN's random walk
-   (``refine=irn``, after ``wsss.train_affinity`` on the CRF masks: its seeds), with and
-   without the CRF; ``--refine-limit N`` has the refiners label only the first N report images
-   and every run is scored on those too, ``--seeds tune`` trains the affinity network on the
-   tune images' seeds only;
-3. ``wsss.evaluate``: their mIoU against VOC's masks, on the *report* images (two in three;
-   the other third, ``tune``, is where defaults are chosen: see scripts/tune_crf.py and
-   scripts/tune_threshold.py), with the threshold sweep's best (tuned on the ground truth, an
-   upper bound) beside the default rule;
-4. with ``--segmentation``, ``wsss.train_segmentation`` on the pseudo-masks of the fit images
-   against the same model on their ground truth, both scored on the held-out images.
+1. ``python -m wsss.generate_masks preset=photos`` end to end, timed: it trains the classifier
+   on the image-level labels of 9 in 10 photos (``fit``; validated on the held-out tenth,
+   ``heldout``, which it never trains on), makes the CRF seeds of the fit photos, trains IRN's
+   boundary network on them, and labels all 1,464 photos with the walked maps. Everything it
+   makes is cached under ``--out``/cache, so the rows below reuse its maps;
+2. the same classifier's maps without the walk (``refine=none``: the *seed*), and with the dense
+   CRF instead (``crf=dense``: *seed + CRF*);
+3. ``wsss.evaluate`` of each on the *report* photos (two in three; the other third, ``tune``,
+   is where defaults are chosen) and the tune photos: mIoU with the GT-free default rule, mIoU
+   at the background threshold swept on the ground truth (the papers' protocol for CAM: an
+   upper bound, labelled so), foreground precision and recall;
+4. with ``--segmentation``, ``wsss.train_segmentation`` on the preset's masks of the fit photos
+   against the same model on their ground truth, both scored on the held-out photos.
 
-It prints the classifier's held-out mAP, each stage's time and peak memory (RSS, from the
-kernel), the training time per epoch against a bare forward/backward loop of the same model on
-the same crops, and the generation time per image against the plain forward passes it needs
-(its floor), both measured side by side in this run.
+It also prints the classifier's held-out mAP, its epoch time against a bare forward/backward
+loop of the same model on the same crops, and the maps' time against their plain forward passes
+(each pair timed side by side in this run). Figures go to ``results/bench_voc.json``.
 
-    python scripts/bench_voc.py --refine-limit 150 --seeds tune   # the README's table
-    python scripts/bench_voc.py                      # every image through every stage (hours)
+    python scripts/bench_voc.py                          # about 2 hours on 2 cores
+    python scripts/bench_voc.py --segmentation           # + the segmentation models (hours)
     python scripts/bench_voc.py --limit 100 --epochs 2   # a quick look
-    python scripts/bench_voc.py --train train.lr=1e-4 --generate cam.max_side=320
+    python scripts/bench_voc.py --generate model=efficientnet_lite2 --out outputs/voc_lite2
 
-Each stage's outputs stay in ``--out``; a rerun reuses finished stages (delete a folder to
-redo it). ``--train`` / ``--generate`` pass overrides to those commands.
+Each stage's outputs stay in ``--out``; a rerun reuses finished stages (delete a folder to redo
+it). ``--generate`` / ``--segment`` pass overrides to those commands.
 """
 
 from __future__ import annotations
@@ -43,7 +41,8 @@ import time
 from pathlib import Path
 
 import torch
-from _timing import interleaved  # scripts/, beside this file
+from _results import save_result  # scripts/, beside this file
+from _timing import interleaved
 
 from wsss.cli.config import compose_config
 from wsss.data import load_image
@@ -53,14 +52,12 @@ from wsss.models import create_classifier, load_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_ROOT = REPO.parent / "shared" / "voc2012"
+PARTS = ("report", "tune")
 
 
-def write_lists(
-    root: Path, out: Path, limit: int | None, refine_limit: int | None = None
-) -> dict[str, Path]:
-    """The split lists (ids), written under ``out/lists``; held-out: every 10th image; tune:
-    every 3rd, report: the others; with ``refine_limit``, ``refine``: the first N report
-    images."""
+def write_lists(root: Path, out: Path, limit: int | None) -> dict[str, Path]:
+    """The split lists (ids) under ``out/lists``: held-out every 10th photo, fit the others;
+    tune every 3rd, report the others."""
     ids = (root / "ImageSets/Segmentation/train.txt").read_text().split()
     ids = ids[:limit] if limit else ids
     parts = {
@@ -70,12 +67,6 @@ def write_lists(
         "tune": [x for i, x in enumerate(ids) if i % 3 == 0],
         "report": [x for i, x in enumerate(ids) if i % 3 != 0],
     }
-    if refine_limit:
-        parts["refine"] = parts["report"][:refine_limit]
-    # --seeds tune: the CRF run labels the tune images (the affinity network's seeds) and the
-    # images the refiners label
-    seeds = set(parts["tune"]) | set(parts.get("refine", parts["report"]))
-    parts["seeds"] = [x for x in ids if x in seeds]
     (out / "lists").mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, part in parts.items():
@@ -91,7 +82,8 @@ def dataset_overrides(root: Path, lists: dict[str, Path]) -> list[str]:
 
 
 def run(module: str, args: list[str], log: Path) -> tuple[float, float]:
-    """Run ``python -m module args``; return (seconds, peak RSS in MiB, children excluded)."""
+    """Run ``python -m module args``; return (seconds, peak RSS in MiB of the command and the
+    processes it waited for)."""
     command = [sys.executable, "-m", module, *args]
     print("$", " ".join(command), flush=True)
     start = time.perf_counter()
@@ -112,10 +104,6 @@ def stage(name: str, out: Path, done: Path, module: str, args: list[str]) -> dic
         timings[name] = {"seconds": round(seconds, 1), "peak_rss_mib": round(rss)}
         timings_path.write_text(json.dumps(timings, indent=2))
     return timings[name]
-
-
-def rss(timing: dict) -> str:
-    return f"{timing['peak_rss_mib']} MiB" if timing.get("peak_rss_mib") else "not recorded"
 
 
 def bare_training_step_seconds(config, steps: int) -> float:
@@ -141,9 +129,9 @@ def bare_training_step_seconds(config, steps: int) -> float:
     return (time.perf_counter() - start) / steps / batch
 
 
-def generation_against_its_floor(config, checkpoint: Path, samples, repeats: int):
-    """Seconds per image of the maps (MaskPredictor.maps at the configured working size, scales
-    and flip) and of the plain forward passes of the same views, timed in turn."""
+def maps_against_their_forwards(config, checkpoint: Path, samples, repeats: int):
+    """Seconds per image of the maps (MaskPredictor.maps at the configured working size, scales,
+    flip and backend) and of the plain PyTorch forward passes of the same views, timed in turn."""
     model = load_checkpoint(checkpoint).model
     predictor = MaskPredictor(model, config.cam, config.mask, device="cpu")
     images = [load_image(s.image_path) for s in samples]
@@ -168,191 +156,140 @@ def generation_against_its_floor(config, checkpoint: Path, samples, repeats: int
     return maps_time / len(images), floor_time / len(images)
 
 
+def scores(metrics: dict) -> dict:
+    """The figures of one evaluation: GT-free mIoU, swept best, foreground P/R, uncertain."""
+    masks = metrics["masks_on_disk"]
+    sweep = metrics.get("threshold_sweep") or {}
+    return {
+        "miou": masks["miou"],
+        "best_threshold": sweep.get("best_threshold"),
+        "best_threshold_miou": sweep.get("best_miou"),
+        "foreground_precision": masks["foreground"]["precision"],
+        "foreground_recall": masks["foreground"]["recall"],
+        "uncertain_pixel_fraction": masks["uncertain_pixel_fraction"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="the VOC2012 folder")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_voc"))
     parser.add_argument("--limit", type=int, default=None, help="only the first N images")
-    parser.add_argument(
-        "--refine-limit",
-        type=int,
-        default=None,
-        help="PAR and IRN label only the first N report images; every run is scored on them too",
-    )
     parser.add_argument("--epochs", type=int, default=None, help="override train.epochs")
-    parser.add_argument("--train", action="append", default=[], help="a wsss.train override")
+    parser.add_argument("--preset", default="photos", help="the generate_masks preset")
     parser.add_argument(
         "--generate", action="append", default=[], help="a wsss.generate_masks override"
-    )
-    parser.add_argument("--model", default="efficientnet_lite0", help="the model group option")
-    parser.add_argument(
-        "--affinity", action="append", default=[], help="a wsss.train_affinity override"
     )
     parser.add_argument(
         "--segment", action="append", default=[], help="a wsss.train_segmentation override"
     )
-    parser.add_argument("--no-refine", action="store_true", help="skip PAR and IRN")
-    parser.add_argument(
-        "--seeds",
-        choices=["all", "tune"],
-        default="all",
-        help="the images whose CRF masks train IRN's affinity network; with tune, the CRF run "
-        "labels only the tune images and those PAR and IRN label (about half the time)",
-    )
-    parser.add_argument(
-        "--runs", default=None, help="only these pseudo-mask runs, e.g. defaults,crf,par,irn"
-    )
+    parser.add_argument("--par", action="store_true", help="also the PAR row")
     parser.add_argument(
         "--segmentation", action="store_true", help="also train segmentation models (slow)"
     )
     parser.add_argument("--timing-images", type=int, default=8)
+    parser.add_argument("--json", type=Path, default=None, help="(default: results/)")
     args = parser.parse_args()
     root, out = args.root.resolve(), args.out.resolve()
     if not (root / "ImageSets/Segmentation/train.txt").is_file():
         raise SystemExit(f"{root}: not a VOC2012 folder (see data/README.md)")
     out.mkdir(parents=True, exist_ok=True)
-    lists = write_lists(root, out, args.limit, args.refine_limit)
+    lists = write_lists(root, out, args.limit)
     data = dataset_overrides(root, lists)
-    model = [f"model={args.model}", "train=finetune"]
-    train_args = model + [f"train.epochs={args.epochs}"] * bool(args.epochs) + args.train
-    config = compose_config("train", [*data, *train_args])
+    preset = [f"preset={args.preset}", "train_split=fit", "val_split=heldout", "split=all",
+              "export.save_cams=true", f"cache_dir={out / 'cache'}"]  # fmt: skip
+    preset += [f"train.epochs={args.epochs}"] * bool(args.epochs) + args.generate
+    config = compose_config("generate_masks", [*data, *preset])
 
-    # 1. The classifier, on the fit images; validated on the held-out tenth.
-    bare_before = bare_training_step_seconds(config, steps=4)
-    train_dir = out / "train"
-    checkpoint = train_dir / "checkpoint.pt"
-    timing = {"train": stage("train", out, checkpoint, "wsss.train", [
-        *data, *train_args, "train_split=fit", "val_split=heldout",
-        f"hydra.run.dir={train_dir}",
-    ])}  # fmt: skip
-    bare_after = bare_training_step_seconds(config, steps=4)
-    metrics = json.loads((train_dir / "train_metrics.json").read_text())
-    fit_images = len(lists["fit"].read_text().split())
-    per_image = metrics["seconds_per_epoch"] / fit_images
-    bare = (bare_before + bare_after) / 2
-
-    # 2. Pseudo-masks: the defaults, the CRF (whose label-mode masks are IRN's seeds), PAR, and
-    # IRN's random walk with and without the CRF; 3. their scores on the report images.
-    seeds = out / "masks_crf"
-    affinity = out / "affinity" / "affinity.pt"
-    seed_split = "all" if args.seeds == "all" else "seeds"
-    runs = {"defaults": ("all", []), "crf": (seed_split, ["crf=dense"])}
-    if not args.no_refine:
-        refined = "refine" if args.refine_limit else "report"
-        runs["par"] = (refined, ["refine=par"])
-        irn = ["refine=irn", f"refine.checkpoint={affinity}"]
-        # IRN's own parameters: nothing to tune; all images when a segmentation model trains on
-        # its masks (the fit images), the report images otherwise
-        runs["irn"] = ("all" if args.segmentation else refined, irn)
-        runs["irn+crf"] = (refined, [*irn, "crf=dense"])
-    if args.runs:
-        runs = {name: runs[name] for name in args.runs.split(",")}
-    scores = {}
-    for name, (split, extra) in runs.items():
-        if name.startswith("irn") and "affinity" not in timing:
-            timing["affinity"] = stage("affinity", out, affinity, "wsss.train_affinity", [
-                *data, *model, f"checkpoint={checkpoint}", f"seeds={seeds}", f"split={args.seeds}",
-                *args.affinity, f"hydra.run.dir={affinity.parent}",
-            ])  # fmt: skip
+    # 1. The one command, end to end; 2. the seed and seed + CRF from its cached maps.
+    runs = {"preset": [], "seed": ["refine=none"], "seed+crf": ["refine=none", "crf=dense"]}
+    if args.par:
+        runs["seed+par"] = ["refine=par"]
+    timing, results = {}, {}
+    for name, extra in runs.items():
         folder = out / f"masks_{name}"
-        generate = [*data, *model, f"checkpoint={checkpoint}", f"split={split}",
-                    "export.save_cams=true", *extra, *args.generate,
-                    f"hydra.run.dir={folder}"]  # fmt: skip
-        timing[name] = stage(name, out, folder / "summary.json", "wsss.generate_masks", generate)
-        labelled = set(lists[split].read_text().split())
-        timing[name]["images"] = len(labelled)
-        # scored on every list whose images the run labelled
-        parts = [part for part in ("report", "tune", "refine")
-                 if part in lists and set(lists[part].read_text().split()) <= labelled]  # fmt: skip
-        for part in parts:
+        timing[name] = stage(name, out, folder / "summary.json", "wsss.generate_masks",
+                             [*data, *preset, *extra, f"hydra.run.dir={folder}"])  # fmt: skip
+        # 3. scored on the report photos (defaults chosen on tune) and on tune
+        for part in PARTS:
             evaluation = out / f"evaluate_{name}_{part}"
             stage(f"evaluate_{name}_{part}", out, evaluation / "metrics.json", "wsss.evaluate", [
                 *data, f"split={part}", f"predictions={folder}", f"hydra.run.dir={evaluation}",
             ])  # fmt: skip
-            scores[name, part] = json.loads((evaluation / "metrics.json").read_text())
+            results[name, part] = scores(json.loads((evaluation / "metrics.json").read_text()))
 
-    # 4. Closing the loop: a segmentation model trained on the fit images' pseudo-masks against
-    # the same model trained on their ground truth, both scored on the held-out images.
+    # 4. Closing the loop: a segmentation model on the fit photos' masks against the same model
+    # on their ground truth, both scored on the held-out photos.
     segmentation = {}
     if args.segmentation:
-        best = "irn" if "irn" in runs else "crf" if "crf" in runs else "defaults"
-        for name, targets in ((best, [f"pseudo_masks={out / f'masks_{best}'}"]),
+        for name, targets in (("preset", [f"pseudo_masks={out / 'masks_preset'}"]),
                               ("ground_truth", ["targets=ground_truth"])):  # fmt: skip
             folder = out / f"segmentation_{name}"
             stage(f"segmentation_{name}", out, folder / "metrics.json", "wsss.train_segmentation", [
                 *data, "segmentation=lite0", *targets, "train_split=fit", "eval_split=heldout",
-                *args.segment, f"hydra.run.dir={folder}",
+                f"cache_dir={out / 'cache'}", *args.segment, f"hydra.run.dir={folder}",
             ])  # fmt: skip
             segmentation[name] = json.loads((folder / "metrics.json").read_text())["eval"]["miou"]
 
-    generation = compose_config("generate_masks", [*data, *model, *args.generate])
-    samples = generation.dataset.load("all").samples[: args.timing_images]
-    maps_seconds, floor_seconds = generation_against_its_floor(
-        generation, checkpoint, samples, repeats=2
-    )
-
-    images = len(lists["all"].read_text().split())
-    heldout = len(lists["heldout"].read_text().split())
-    training_seconds = metrics["seconds_per_epoch"] * config.train.epochs
-    cam = generation.cam
-    subset = f"mIoU (first {args.refine_limit} report images) | " if args.refine_limit else ""
-    lines = [
-        f"VOC 2012 train, {images} images; model={args.model}; {torch.get_num_threads()} threads",
-        f"classifier: held-out mAP {metrics['val_map']:.4f} ({heldout} images never trained "
-        f"on); {config.train.epochs} epochs on {fit_images} images",
-        f"training: {metrics['seconds_per_epoch']:.1f} s per epoch ({1000 * per_image:.0f} "
-        f"ms/img); a bare forward/backward {1000 * bare:.0f} ms/img; ratio {per_image / bare:.2f}",
-        f"validation: {metrics['validation_seconds']:.1f} s in all, "
-        f"{100 * metrics['validation_seconds'] / training_seconds:.1f}% of the training time",
-        f"maps: {maps_seconds:.3f} s/img; plain forward passes of the same views "
-        f"{floor_seconds:.3f} s/img; ratio {maps_seconds / floor_seconds:.2f} (first "
-        f"{args.timing_images} images, max_side {cam.max_side}, scales {list(cam.scales)}, "
-        f"flip {cam.flip})",
-        f"training run: {timing['train']['seconds']:.0f} s, peak RSS {rss(timing['train'])}",
-        "",
-        f"| pseudo-masks | mIoU (report) | mIoU (tune) | {subset}best threshold (report; tuned "
-        "on GT: an upper bound) | uncertain | s/img (whole run) | peak RSS |",
-        "| --- | --- | --- | --- | --- | --- | --- |" + " --- |" * bool(subset),
-    ]
-
-    def miou(name: str, part: str) -> str:
-        score = scores.get((name, part))
-        return f"{score['masks_on_disk']['miou']:.4f}" if score else ""
-
-    for name in runs:
-        report = scores.get((name, "report")) or scores[name, "refine"]
-        sweep = report.get("threshold_sweep", {})
-        best = f"{sweep['best_miou']:.4f} ({sweep['best_threshold']:.2f})" if sweep else ""
-        masks = report["masks_on_disk"]
-        refined = f"{miou(name, 'refine')} | " if subset else ""
-        lines.append(
-            f"| {name} | {miou(name, 'report')} | {miou(name, 'tune')} | {refined}{best} | "
-            f"{100 * masks['uncertain_pixel_fraction']:.1f}% | "
-            f"{timing[name]['seconds'] / timing[name]['images']:.3f} | "
-            f"{rss(timing[name])} |"
-        )
-    if "affinity" in timing:
-        lines.append(f"\naffinity training: {timing['affinity']['seconds']:.0f} s")
-    for name, miou in segmentation.items():
-        lines.append(
-            f"segmentation trained on {name} masks: mIoU {miou:.4f} on the held-out images"
-        )
-    if len(segmentation) == 2:
-        pseudo, truth = segmentation.values()
-        lines.append(f"ratio pseudo-masks / ground truth: {pseudo / truth:.3f}")
-    print("\n" + "\n".join(lines))
-    summary = {
-        "images": images,
-        "heldout_map": metrics["val_map"],
-        "train_seconds_per_epoch": metrics["seconds_per_epoch"],
+    summary = json.loads((out / "masks_preset" / "summary.json").read_text())
+    checkpoint = Path(summary["checkpoint"])
+    classifier = load_checkpoint(checkpoint).metrics
+    fit_images = len(lists["fit"].read_text().split())
+    per_image = classifier["seconds_per_epoch"] / fit_images
+    bare = bare_training_step_seconds(config, steps=4)
+    samples = config.dataset.load("all", cache_dir=out / "cache").samples[: args.timing_images]
+    maps_seconds, floor_seconds = maps_against_their_forwards(config, checkpoint, samples, 2)
+    figures = {
+        "images": len(lists["all"].read_text().split()),
+        "report_images": len(lists["report"].read_text().split()),
+        "tune_images": len(lists["tune"].read_text().split()),
+        "heldout_images": len(lists["heldout"].read_text().split()),
+        "model": config.model.backbone,
+        "heldout_map": classifier["val_map"],
+        "train_seconds_per_epoch": classifier["seconds_per_epoch"],
         "train_to_bare_ratio": per_image / bare,
         "maps_seconds_per_image": maps_seconds,
-        "maps_to_floor_ratio": maps_seconds / floor_seconds,
+        "maps_to_pytorch_forwards_ratio": maps_seconds / floor_seconds,
+        "one_command_seconds": timing["preset"]["seconds"],
         "timings": timing,
-        "miou": {f"{n}/{p}": s["masks_on_disk"]["miou"] for (n, p), s in scores.items()},
+        "rows": {f"{n}/{p}": r for (n, p), r in results.items()},
         "segmentation_miou": segmentation,
     }
-    (out / "bench_voc.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if len(segmentation) == 2:
+        figures["segmentation_ratio"] = segmentation["preset"] / segmentation["ground_truth"]
+    print_tables(figures, runs)
+    path = save_result("bench_voc", figures, args.json)
+    print(f"\nfigures: {path}")
+
+
+def print_tables(f: dict, runs) -> None:
+    print(f"\nVOC 2012 train, {f['images']} photos; model {f['model']}; "
+          f"{torch.get_num_threads()} threads")  # fmt: skip
+    print(f"classifier: held-out mAP {f['heldout_map']:.4f} ({f['heldout_images']} photos never "
+          f"trained on); {f['train_seconds_per_epoch']:.0f} s per epoch, "
+          f"{f['train_to_bare_ratio']:.2f}x a bare forward/backward loop")  # fmt: skip
+    print(f"maps: {f['maps_seconds_per_image']:.3f} s/photo, "
+          f"{f['maps_to_pytorch_forwards_ratio']:.2f}x PyTorch's plain forward passes of the "
+          "same views")  # fmt: skip
+    print(f"the one command (classifier, seeds, boundary network, {f['images']} photos labelled):"
+          f" {f['one_command_seconds'] / 60:.1f} min")  # fmt: skip
+    for part, count in (("report", f["report_images"]), ("tune", f["tune_images"])):
+        print(f"\n{part} photos ({count}):")
+        print("| pseudo-masks | mIoU (GT-free default) | mIoU at the threshold swept on GT "
+              "(papers' protocol) | fg precision | fg recall | uncertain |")  # fmt: skip
+        print("| --- | --- | --- | --- | --- | --- |")
+        for name in runs:
+            r = f["rows"][f"{name}/{part}"]
+            best = (f"{r['best_threshold_miou']:.4f} ({r['best_threshold']:.2f})"
+                    if r["best_threshold_miou"] is not None else "")  # fmt: skip
+            print(
+                f"| {name} | {r['miou']:.4f} | {best} | {r['foreground_precision']:.3f} | "
+                f"{r['foreground_recall']:.3f} | {100 * r['uncertain_pixel_fraction']:.1f}% |"
+            )
+    for name, miou in f["segmentation_miou"].items():
+        print(f"segmentation trained on {name} masks: mIoU {miou:.4f} on the held-out photos")
+    if "segmentation_ratio" in f:
+        print(f"ratio pseudo-masks / ground truth: {f['segmentation_ratio']:.3f}")
 
 
 if __name__ == "__main__":

@@ -133,27 +133,36 @@ def _ids(path: Path) -> list[str]:
 
 
 def test_bench_voc(voc_root, tmp_path):
-    """The real-photo benchmark end to end on a tiny VOC-layout folder (small model, 1 epoch)."""
+    """The real-photo benchmark end to end on a tiny VOC-layout folder (small model, 1 epoch):
+    the preset's one command, the seed and seed + CRF rows from its cached maps, every row
+    scored on the report and tune photos, the segmentation loop, and a results file."""
+    tiny = ["model=smallcnn", "model.backbone_kwargs.width=8", "train.epochs=1",
+            "train.crop_size=48", "train.batch_size=8", "cam.scales=[1.0]",
+            "affinity.epochs=1", "affinity.crop_size=48",
+            "irn_seeds.workers=1"]  # fmt: skip
     out = script(
         "bench_voc.py", "--root", str(voc_root), "--out", str(tmp_path / "bench"), "--limit", "24",
-        "--epochs", "1", "--model", "smallcnn", "--train", "model.backbone_kwargs.width=8",
-        "--train", "train.crop_size=48", "--train", "train.batch_size=8",
-        "--generate", "model.backbone_kwargs.width=8", "--generate", "cam.scales=[1.0]",
-        "--affinity", "model.backbone_kwargs.width=8", "--affinity", "affinity.epochs=1",
-        "--affinity", "affinity.crop_size=48", "--segmentation",
+        *[a for o in tiny for a in ("--generate", o)], "--segmentation",
         "--segment", "segmentation.epochs=1", "--segment", "segmentation.crop_size=48",
         "--segment", "segmentation.backbone_weights=null", "--timing-images", "2",
-        "--refine-limit", "5", "--seeds", "tune", cwd=tmp_path, cache=tmp_path / "cache",
+        "--json", str(tmp_path / "bench_voc.json"), cwd=tmp_path, cache=tmp_path / "cache",
         timeout=1200,
     )  # fmt: skip
-    for row in ("| defaults |", "| crf |", "| par |", "| irn |", "| irn+crf |"):
-        assert row in out, row
+    for row in ("| preset |", "| seed |", "| seed+crf |"):
+        assert out.count(row) == 2, row  # report and tune
+    assert "report photos (16):" in out and "tune photos (8):" in out
     assert "held-out mAP" in out and "ratio pseudo-masks / ground truth" in out
-    assert "mIoU (first 5 report images)" in out
-    lists = tmp_path / "bench" / "lists"
-    seeds = set(_ids(lists / "seeds.txt")) - set(_ids(lists / "tune.txt"))
-    assert seeds == set(_ids(lists / "refine.txt")), "the CRF labels tune + refine images only"
-    assert "| crf |  |" in out, "with --seeds tune the CRF run has no report-wide figure"
+    saved = json.loads((tmp_path / "bench_voc.json").read_text())
+    figures = saved["figures"]
+    assert saved["benchmark"] == "bench_voc" and "bench_voc.py" in saved["command"]
+    assert set(figures["rows"]) == {f"{n}/{p}" for n in ("preset", "seed", "seed+crf")
+                                    for p in ("report", "tune")}  # fmt: skip
+    preset = figures["rows"]["preset/report"]
+    assert 0 <= preset["miou"] <= 1 and 0 <= preset["foreground_recall"] <= 1
+    assert preset["best_threshold_miou"] >= 0 and figures["heldout_images"] == 2
+    bench = tmp_path / "bench"
+    assert len(list((bench / "masks_preset" / "masks").glob("*.png"))) == 24
+    assert list((bench / "cache" / "affinity").glob("*/affinity.pt")), "the preset's network"
 
 
 @pytest.fixture(scope="module")
