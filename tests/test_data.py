@@ -36,6 +36,14 @@ def test_json_labels_and_inferred_classes(tmp_path):
     assert [s.labels for s in split.samples] == [(1,), (0, 1)]
 
 
+def test_a_json_entry_listed_twice_is_refused(tmp_path):
+    """json.loads would keep the last of two entries for one file; the CSV refuses repeats."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels.json").write_text('{"x.jpg": ["dog"], "y.jpg": ["cat"], "x.jpg": ["cat"]}')
+    with pytest.raises(DataError, match=r"labels\.json: entry 'x.jpg' is listed twice"):
+        load_split(tmp_path, "labels.json")
+
+
 def test_unknown_class_names_the_file_and_line(tmp_path):
     root = _folder(tmp_path, [("a.png", "cat"), ("b.png", "sofaa")])
     with pytest.raises(DataError, match=r"train\.csv: line 3: unknown class name\(s\) \['sofaa'\]"):
@@ -49,6 +57,7 @@ def test_unknown_class_names_the_file_and_line(tmp_path):
         ([("a.png", "cat"), ("a.png", "sofa")], "duplicate image id 'a'"),
         ([("../evil.png", "cat")], "must be a relative path inside images/"),
         ([("/etc/passwd", "cat")], "must be a relative path inside images/"),
+        ([(".", "cat")], r"file '\.' must be a relative path inside images/"),
     ],
 )
 def test_bad_label_rows_fail_before_any_work(tmp_path, rows, message):
@@ -156,3 +165,14 @@ def test_synthetic_boats_sit_on_water():
         # water is blue: blue channel dominates red in most pixels under the hull
         blue_below_boat += np.mean(below[:, 2] > below[:, 0] + 20) > 0.5
     assert boats >= 10 and blue_below_boat / boats > 0.8
+
+
+def test_a_mask_value_beyond_the_classes_names_the_mask(tmp_path):
+    root = _folder(tmp_path, [("a.png", "cat")])
+    (root / "masks").mkdir()
+    mask = np.zeros((8, 10), np.uint8)
+    mask[2:4, 2:4] = 7  # 2 classes: only 0, 1, 2 and 255 are labels
+    save_label_map(root / "masks" / "a.png", mask)
+    split = load_split(root, "train.csv")
+    with pytest.raises(DataError, match=r"masks/a\.png: mask values \[7\] are neither a class"):
+        split.ground_truth(split.samples[0])

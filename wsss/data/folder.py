@@ -55,9 +55,11 @@ def _read_label_rows(path: Path) -> list[tuple[str, list[str], str]]:
         return [(f, [], f"line {i}") for i, f in enumerate(lines, start=1) if f]
     if path.suffix.lower() == ".json":
         try:
-            data = json.loads(read_text_file(path, "labels file"))
+            data = json.loads(read_text_file(path, "labels file"), object_pairs_hook=_no_repeats)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: invalid JSON ({exc})") from exc
+        except _RepeatedKey as exc:
+            raise DataError(f"{path}: {exc} (a CSV repeat is refused alike)") from None
         if not isinstance(data, dict):
             raise DataError(f"{path}: expected an object {{file: [class names]}}")
         rows = []
@@ -83,11 +85,26 @@ def _read_label_rows(path: Path) -> list[tuple[str, list[str], str]]:
 
 
 def safe_relative(file: str, where: str, path: Path, inside: str = "images/") -> PurePosixPath:
-    """Reject paths that could escape the dataset folder (absolute, ``..``, drive letters)."""
+    """Reject paths that could escape the dataset folder (absolute, ``..``, drive letters) or
+    name no file in it (empty, ``.``)."""
     rel = PurePosixPath(file.replace("\\", "/"))
-    if not file or rel.is_absolute() or ".." in rel.parts or ":" in file:
+    if not file or rel.is_absolute() or ".." in rel.parts or ":" in file or not rel.name:
         raise DataError(f"{path}: {where}: file {file!r} must be a relative path inside {inside}")
     return rel
+
+
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _no_repeats(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object's pairs as a dict, refusing a key given twice (the last would win)."""
+    found: dict = {}
+    for key, value in pairs:
+        if key in found:
+            raise _RepeatedKey(f"entry {key!r} is listed twice")
+        found[key] = value
+    return found
 
 
 def load_split(

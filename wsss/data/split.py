@@ -95,4 +95,14 @@ class LabelledSplit:
             return label_map
         if sample.mask_path is None:
             raise DataError(f"{sample.image_path}: no ground-truth mask")
-        return load_label_map(sample.mask_path, size)
+        label_map = load_label_map(sample.mask_path, size)
+        top = len(self.class_names)
+        values = np.unique(label_map)
+        wrong = [int(v) for v in values if top < v < 255]
+        if wrong:
+            raise DataError(
+                f"{sample.mask_path}: mask values {wrong[:5]} are neither a class (1..{top}), "
+                "background (0) nor ignored (255); is it the mask of another dataset, or an RGB "
+                "rendering of one?"
+            )
+        return label_map
