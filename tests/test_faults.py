@@ -358,3 +358,25 @@ def test_labels_are_read_as_utf8_whatever_the_locale(data, tmp_path):
     encoding, name = proc.stdout.split(" ", 1)
     assert encoding.lower() in ("ansi_x3.4-1968", "ascii", "us-ascii"), "a non-UTF-8 locale"
     assert name.strip() == repr("café.png".encode())
+
+
+def test_a_file_size_limit_is_a_clear_error_leaving_nothing_half_written(tmp_path):
+    """``ulimit -f``: the write that hits it fails with an error naming the file (torch's own
+    writer would raise an opaque RuntimeError), and nothing half written stays behind."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (30_000, 30_000))
+
+    env = {**os.environ, "WSSS_CACHE": str(tmp_path / "cache")}
+    args = [sys.executable, "-m", "wsss.generate_masks", "dataset.num_train=24",
+            "dataset.num_eval=6", "dataset.image_size=48", "model.backbone_kwargs.width=8",
+            "train.epochs=1", f"hydra.run.dir={tmp_path / 'run'}"]  # fmt: skip
+    proc = subprocess.run(args, preexec_fn=limit, capture_output=True, text=True, env=env)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "checkpoint.pt: file too large for this system's limit on file size" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list((tmp_path / "cache").rglob("checkpoint.pt"))
+    assert not list(tmp_path.rglob(".*.tmp"))

@@ -35,3 +35,27 @@ class DiskFullError(WsssError):
             "written: free some space (or pick another output folder), then rerun the same "
             "command with the same hydra.run.dir to resume where it stopped"
         )
+
+
+class WriteError(WsssError):
+    """An output could not be written: no permission, a read-only file system, or a file-size
+    limit. Nothing was left half written (see :func:`wsss.io.atomic_path`)."""
+
+
+def write_failure(path, exc: OSError) -> WsssError | None:
+    """The user's error for a failed write of ``path``, or None for an unforeseen one."""
+    import errno
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(path, exc)
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return WriteError(
+            f"{path}: cannot write ({exc.strerror}); pick a folder you can write to "
+            "(hydra.run.dir=...), or fix its permissions, then rerun to resume"
+        )
+    if exc.errno == errno.EFBIG:
+        return WriteError(
+            f"{path}: file too large for this system's limit on file size (ulimit -f, or the "
+            "file system's own); nothing was left half written: raise the limit, then rerun"
+        )
+    return None

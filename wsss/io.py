@@ -7,7 +7,6 @@ folder, a container running as another user or a web server can read what wsss w
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import secrets
@@ -16,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from wsss.errors import DiskFullError
+from wsss.errors import write_failure
 
 
 def _temporary_name(path: Path) -> Path:
@@ -53,7 +52,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     The rename is atomic on POSIX, so readers (and a resumed run) see either the old file or the
     complete new one. On error the temporary file is removed and ``path`` is untouched; a full
-    disk is reported as a :class:`~wsss.errors.DiskFullError` naming the file.
+    disk, a read-only folder or a file-size limit is reported as a wsss error naming the file
+    (:func:`~wsss.errors.write_failure`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,8 +62,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         os.replace(tmp_path, path)
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFullError(path, exc) from exc
+        failure = write_failure(path, exc)
+        if failure is not None:
+            raise failure from exc
         raise
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -97,3 +98,17 @@ def default_cache_dir() -> Path:
     """Where generated datasets and demo classifiers are cached: ``$WSSS_CACHE``, else
     ``~/.cache/wsss`` (the commands' ``cache_dir`` default)."""
     return Path(os.environ.get("WSSS_CACHE", Path.home() / ".cache" / "wsss")).expanduser()
+
+
+def save_torch(path: str | os.PathLike, obj: Any) -> None:
+    """``torch.save(obj)`` to ``path`` atomically. Serialised in memory first: torch's own
+    writer turns a failed write (a full disk, a file-size limit) into an opaque RuntimeError,
+    a plain write into the error that says what happened."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())

@@ -3,7 +3,6 @@ folder, the dataset split and the classifier."""
 
 from __future__ import annotations
 
-import errno
 import functools
 import logging
 import sys
@@ -28,7 +27,7 @@ from wsss.data import LabelledSplit
 from wsss.data.screen import BadImages
 from wsss.devices import resolve_device
 from wsss.engine.classifiers import checkpoint_or_cached, train_and_save
-from wsss.errors import DiskFullError, WsssError
+from wsss.errors import WsssError, write_failure
 from wsss.io import write_text
 from wsss.models import LoadedClassifier
 
@@ -61,9 +60,10 @@ def command(config_name: str) -> Callable[[Callable], Callable[[], Any]]:
                     _record_config(cfg, out / ".hydra")
                 return result
             except OSError as exc:  # a write outside wsss's own writers (logs, Hydra's files)
-                if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                failure = write_failure(exc.filename or "a file of the run", exc)
+                if failure is None:
                     raise
-                _exit_with(DiskFullError(exc.filename or "a file of the run", exc))
+                _exit_with(failure)
             except WsssError as exc:
                 _exit_with(exc)
 

@@ -24,7 +24,7 @@ from wsss.engine.segmentation import (
     training_targets,
 )
 from wsss.export.report import read_rejections
-from wsss.io import atomic_path, write_json
+from wsss.io import save_torch, write_json
 from wsss.models.segmentation import build_segmentation_model
 
 log = logging.getLogger("wsss.train_segmentation")
@@ -58,8 +58,7 @@ def run(config: TrainSegmentationCommand, out: Path) -> float:
         num_workers=config.num_workers,
         seed=config.seed,
     )
-    with atomic_path(out / "model.pt") as tmp:
-        torch.save(model.state_dict(), tmp)
+    save_torch(out / "model.pt", model.state_dict())
     confusion = evaluate_segmentation(model, eval_split, device)
     metrics = {
         "targets": config.targets,

@@ -20,7 +20,7 @@ from torch import nn
 
 from wsss.cams.tokens import feature_map
 from wsss.errors import CheckpointError
-from wsss.io import atomic_path
+from wsss.io import save_torch
 from wsss.models.classifier import CAMClassifier, ModelSpec, create_classifier
 
 CHECKPOINT_FORMAT = "wsss-affinity"
@@ -91,8 +91,7 @@ def save_affinity(path: str | os.PathLike, net: BoundaryNet, spec: ModelSpec, cl
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "metrics": dict(metrics),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(path, payload)
 
 
 @functools.lru_cache(maxsize=2)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from wsss.errors import CheckpointError
-from wsss.io import atomic_path
+from wsss.io import save_torch
 from wsss.models.backbones import create_backbone
 from wsss.models.weights import IMAGENET_MEAN, IMAGENET_STD
 
@@ -104,8 +104,7 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metrics": dict(metrics or {}),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(path, payload)
 
 
 @dataclass
