@@ -230,7 +230,9 @@ def test_tune_walk(workspace, saved_run, tmp_path):
                  str(affinity / "affinity.pt"), "--split", "eval", "--set", "beta=5,10",
                  "--set", "exp_times=2", "--json", str(tmp_path / "walk.json"), *overrides,
                  cwd=root, cache=cache)  # fmt: skip
-    rows = [line for line in out.splitlines() if line.startswith("| affinity |")]
+    rows = [
+        line for line in out.splitlines() if line.startswith("| affinity |") and "(0.25)" in line
+    ]
     assert len(rows) == 2 and "| 5.0 | 2 |" in rows[0] and "| 10.0 | 2 |" in rows[1]
     saved = json.loads((tmp_path / "walk.json").read_text())
     assert saved["images"] == 6 and [r["beta"] for r in saved["rows"]] == [5.0, 10.0]
@@ -264,3 +266,37 @@ def test_same_outputs_reports_a_changed_mask_and_ignores_timings(tmp_path):
     ]
     (tmp_path / "current" / "demo" / "masks" / "a.png").write_bytes(b"changed")
     assert "differs: demo/masks/a.png" in same.compare(tmp_path / "baseline", tmp_path / "current")
+
+
+def test_irn_ablation(voc_root, tmp_path):
+    """The walk's ablation on a tiny VOC-layout folder: every stage, every variant's row."""
+    tiny = ["--model", "model=smallcnn", "--model", "model.backbone_kwargs.width=8",
+            "--train", "train.epochs=1", "--train", "train.crop_size=48",
+            "--affinity", "affinity.epochs=1", "--affinity", "affinity.crop_size=48"]  # fmt: skip
+    out = script("irn_ablation.py", "--root", str(voc_root), "--run", str(tmp_path / "run"),
+                 *tiny, "--json", str(tmp_path / "ablation.json"), cwd=tmp_path,
+                 cache=tmp_path / "cache", timeout=1200)  # fmt: skip
+    saved = json.loads((tmp_path / "ablation.json").read_text())["figures"]
+    variants = {row["variant"] for row in saved["walks"]}
+    assert variants == {"earlier", "seeds: fit photos", "training: 10 epochs", "walk: beta",
+                        "walk: exp_times", "walk: radius"}  # fmt: skip
+    assert len(saved["walks"]) == 3 + 1 + 1 + 3 + 2 and "| walk: radius | radius 8 |" in out
+    assert (
+        saved["networks"]["seeds: fit photos"]["seed_photos"]
+        > saved["networks"]["earlier"]["seed_photos"]
+    )
+
+
+def test_bench_speed(workspace, voc_root, tmp_path):
+    """One photo through every engine and stage, the machine's own GFLOP/s, and the peer."""
+    root, cache, checkpoint = workspace
+    out = script("bench_speed.py", "--checkpoint", str(checkpoint), "--root", str(voc_root),
+                 "--repeats", "1", "--json", str(tmp_path / "speed.json"), cwd=root,
+                 cache=cache)  # fmt: skip
+    saved = json.loads((tmp_path / "speed.json").read_text())
+    engines = {row["engine"]: row for row in saved["forward"]}
+    assert "PyTorch eager (float32, channels-last)" in engines and "OpenVINO" in engines
+    assert engines["OpenVINO"]["max_relative_difference"] < 1e-4
+    assert saved["forward_gflop"] > 0 and saved["machine_gflops"]["gemm"] > 0
+    assert "dense CRF (label mode, 2 runs)" in saved["stages"]
+    assert "| OpenVINO |" in out and "GFLOP/s" in out
