@@ -24,15 +24,18 @@ def wheel(tmp_path_factory) -> Path:
     source = tmp_path_factory.mktemp("source")
     for name in ("wsss", "conf"):
         shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, source / name)
     dist = tmp_path_factory.mktemp("dist")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-v",
          "-w", str(dist), str(source)],
-        check=True, capture_output=True, timeout=300,
+        check=True, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     (found,) = dist.glob("wsss-*.whl")
+    warnings = [line for line in (build.stdout + build.stderr).splitlines() if "_Warning" in line
+                or "Warning:" in line]  # fmt: skip
+    assert not warnings, "the build warns:\n" + "\n".join(warnings[:5])
     return found
 
 
@@ -42,6 +45,7 @@ def test_the_wheel_holds_every_module_and_config(wheel):
     configs = {"wsss/" + p.relative_to(REPO).as_posix() for p in (REPO / "conf").rglob("*.yaml")}
     assert modules - names == set(), "modules missing from the wheel"
     assert configs - names == set(), "configs missing from the wheel"
+    assert "wsss/py.typed" in names and any(n.endswith("licenses/LICENSE") for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
     for command in ("train", "generate-masks", "evaluate", "explain", "train-segmentation"):
