@@ -235,3 +235,72 @@ def test_mixed_precision_trains_and_maps_agree_with_float32(tiny_dataset):
         maps[amp] = [p.cams for p in predictor.predict_batch(images, [s.labels for s in samples])]
     for exact, mixed in zip(maps[False], maps[True], strict=True):
         assert np.abs(exact - mixed).max() < 0.05
+
+
+def test_an_interrupted_training_resumes_to_the_weights_of_an_uninterrupted_one(
+    tiny_dataset, tmp_path, monkeypatch
+):
+    """Each finished epoch is saved; a training stopped in its third epoch (Ctrl-C) and run
+    again continues after the second, to the very weights of three epochs in one go."""
+    import wsss.engine.training as training
+    from wsss.models import ModelSpec, create_classifier
+
+    split = load_split(tiny_dataset, "train.csv")
+    settings = TrainSettings(epochs=3, batch_size=8, crop_size=48)
+
+    def trained(state=None, stop_in=None):
+        torch.manual_seed(0)
+        model = create_classifier(ModelSpec("smallcnn", backbone_kwargs={"width": 8}), 6)
+        real, calls = training._train_epoch, []
+
+        def epoch(*args):
+            calls.append(1)
+            if len(calls) == stop_in:
+                raise KeyboardInterrupt
+            return real(*args)
+
+        monkeypatch.setattr(training, "_train_epoch", epoch)
+        metrics = training.train_classifier(
+            model, split, None, settings, seed=3, state_path=state, state_key="k"
+        )
+        return model, metrics, len(calls)
+
+    straight, straight_metrics, _ = trained()
+    state = tmp_path / "training_state.pt"
+    with pytest.raises(KeyboardInterrupt):
+        trained(state, stop_in=3)
+    assert torch.load(state, weights_only=True)["epoch"] == 2
+    resumed, metrics, epochs_run = trained(state)
+    assert epochs_run == 1, "only the third epoch ran again"
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(),
+                            strict=True):  # fmt: skip
+        assert torch.equal(a, b), name
+    assert metrics["train_loss"] == straight_metrics["train_loss"]
+    monkeypatch.undo()
+    torch.save({"key": "other"}, state)
+    assert training.train_classifier(
+        create_classifier(ModelSpec("smallcnn", backbone_kwargs={"width": 8}), 6), split, None,
+        TrainSettings(epochs=1, batch_size=8, crop_size=48), state_path=state, state_key="k",
+    )["epoch"] == 1  # fmt: skip
+
+
+def test_ctrl_c_during_training_says_how_to_resume_without_a_traceback(tmp_path):
+    cache = tmp_path / "cache"
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "wsss.train", *TINY, "train.epochs=40", f"hydra.run.dir={out}"]
+    env = {**os.environ, "WSSS_CACHE": str(cache)}
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 300
+    while not (out / "training_state.pt").is_file() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "interrupted; finished work is kept" in stderr and "Traceback" not in stderr
+    saved = torch.load(out / "training_state.pt", weights_only=True)["epoch"]
+    again = run("wsss.train", *TINY, "train.epochs=40", f"hydra.run.dir={out}", cwd=tmp_path,
+                cache=cache)  # fmt: skip
+    assert f"resuming training after epoch {saved} of 40" in again.stdout + again.stderr
+    assert not (out / "training_state.pt").exists() and (out / "checkpoint.pt").is_file()

@@ -66,6 +66,13 @@ def command(config_name: str) -> Callable[[Callable], Callable[[], Any]]:
                 _exit_with(failure)
             except WsssError as exc:
                 _exit_with(exc)
+            except KeyboardInterrupt:
+                print(
+                    f"\ninterrupted; finished work is kept in {out} (training: every finished "
+                    "epoch): rerun the same command with the same hydra.run.dir to resume",
+                    file=sys.stderr,
+                )
+                sys.exit(130)
 
         return main
 

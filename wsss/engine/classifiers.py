@@ -67,12 +67,16 @@ def train_and_save(
         len(train.class_names),
         recipe.epochs,
     )
+    state = Path(checkpoint_path).parent / "training_state.pt"
+    key = cache_key(dataset, spec, recipe, (train_split, val_split), seed)
     metrics = train_classifier(
-        model, train, val, recipe, device, bad, amp=amp, num_workers=num_workers, seed=seed
-    )
+        model, train, val, recipe, device, bad, amp=amp, num_workers=num_workers, seed=seed,
+        state_path=state, state_key=key,
+    )  # fmt: skip
     if distributed.is_main():  # written once; the other ranks hold the same weights
         save_classifier(checkpoint_path, model, spec, train.class_names, metrics)
         log.info("saved checkpoint %s", checkpoint_path)
+        state.unlink(missing_ok=True)  # the checkpoint holds what a resume would need
     distributed.barrier()
     return LoadedClassifier(model.cpu().eval(), spec, train.class_names, metrics)
 

@@ -7,6 +7,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from wsss.data.split import LabelledSplit
 from wsss.devices import autocast_settings
 from wsss.engine.training_data import ClassificationDataset, seed_worker, usable_batch
 from wsss.errors import ConfigError, DataError
+from wsss.io import save_torch
 from wsss.metrics.classification import average_precision
 from wsss.models.classifier import CAMClassifier
 
@@ -154,8 +156,16 @@ def train_classifier(
     amp: bool = False,
     num_workers: int = 0,
     seed: int = 0,
+    state_path: Path | None = None,
+    state_key: str = "",
 ) -> dict[str, float]:
     """Train ``model`` in place; return the final metrics (``val_map`` when a val split is given).
+
+    ``state_path``: after every epoch the training state (weights, optimiser, schedule, random
+    generators, metrics) is saved there, and a later call with the same path resumes after the
+    last saved epoch, to the weights an uninterrupted run would reach (an interrupted training
+    loses at most the epoch under way). ``state_key`` names the data, model and recipe: a saved
+    state of another key is not resumed from.
 
     ``amp``: mixed precision (float16 with loss scaling on CUDA, bfloat16 on the CPU). The model
     trains in channels-last memory format. ``num_workers``: DataLoader workers.
@@ -197,7 +207,14 @@ def train_classifier(
     scaler = torch.amp.GradScaler(device.type, enabled=amp.get("dtype") == torch.float16)
     train_seconds = val_seconds = 0.0
     metrics: dict[str, float] = {}
-    for epoch in range(1, settings.epochs + 1):
+    first = 1
+    if state_path is not None and Path(state_path).is_file():
+        saved = _load_state(state_path, state_key, model, optimizer, steps, scaler, loader)
+        first, metrics = saved["epoch"] + 1, saved["metrics"]
+        train_seconds, val_seconds = saved["train_seconds"], saved["val_seconds"]
+        log.info("resuming training after epoch %d of %d (%s)", saved["epoch"], settings.epochs,
+                 state_path)  # fmt: skip
+    for epoch in range(first, settings.epochs + 1):
         if sampler is not None:
             sampler.set_epoch(epoch)
         start = time.perf_counter()
@@ -220,6 +237,10 @@ def train_classifier(
         metrics["validation_seconds"] = round(val_seconds, 2)
         val = f"  val mAP {metrics['val_map']:.4f}" if "val_map" in metrics else ""
         log.info("epoch %d/%d  loss %.4f%s", epoch, settings.epochs, metrics["train_loss"], val)
+        if state_path is not None and distributed.is_main():
+            state = {"key": state_key, "epoch": epoch, "metrics": metrics,
+                     "train_seconds": train_seconds, "val_seconds": val_seconds}  # fmt: skip
+            _save_state(state_path, state, model, optimizer, steps, scaler, loader)
     if world > 1:  # every rank's skips, once each, in every rank's record
         for entries in distributed.all_gather_object(list(bad.skipped)):
             for entry in entries:
@@ -227,6 +248,50 @@ def train_classifier(
                     bad.skipped.append(entry)
     model.eval()
     return metrics
+
+
+def _save_state(path, state: dict, model, optimizer, steps: _Steps, scaler, loader) -> None:
+    """The state a resumed training needs to continue as if never stopped (atomic)."""
+    save_torch(path, {
+        **state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "step": steps.step, "scaler": scaler.state_dict(),
+        "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_state(),
+                "python": random.getstate(), "loader": loader.generator.get_state()},
+    })  # fmt: skip
+
+
+def _numpy_state() -> dict:
+    """numpy's generator state as tensors and numbers (what ``weights_only`` loading takes)."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": position,
+            "has_gauss": has_gauss, "gauss": gauss}  # fmt: skip
+
+
+def _set_numpy_state(state: dict) -> None:
+    keys = state["keys"].numpy().astype(np.uint32)
+    np.random.set_state((state["kind"], keys, state["position"], state["has_gauss"],
+                         state["gauss"]))  # fmt: skip
+
+
+def _load_state(path, key: str, model, optimizer, steps: _Steps, scaler, loader) -> dict:
+    fresh = {"epoch": 0, "metrics": {}, "train_seconds": 0.0, "val_seconds": 0.0}
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("key") != key:
+            log.warning("%s: saved by a training with other settings; not resumed", path)
+            return fresh
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+    except Exception as exc:  # a damaged state file: say so, train from the start
+        log.warning("%s: cannot resume from it (%s); training from the first epoch", path, exc)
+        return fresh
+    steps.step = state["step"]
+    torch.set_rng_state(state["rng"]["torch"])
+    _set_numpy_state(state["rng"]["numpy"])
+    random.setstate(state["rng"]["python"])
+    loader.generator.set_state(state["rng"]["loader"])
+    return state
 
 
 def _training_loader(split: LabelledSplit, settings: TrainSettings, device, num_workers, seed):
