@@ -72,6 +72,8 @@ def main() -> None:
     max_side = args.max_side or config.cam.max_side
     num_labels = len(split.class_names) + 1
     confusions = [ConfusionMatrix(num_labels) for _ in settings]
+    otsu_confusions = [ConfusionMatrix(num_labels) for _ in settings]
+    otsu = replace(config.mask, rule="otsu")
     sweeps = [ThresholdSweep(num_labels) for _ in settings]
     seconds = [0.0 for _ in settings]
     for sample in tqdm(samples, desc=f"walk {len(settings)} variants", unit="img"):
@@ -89,24 +91,29 @@ def main() -> None:
             full = upsample_cams(torch.from_numpy(walked), image.shape[:2]).numpy()
             rule = replace(config.mask, rule="fixed", bg_threshold=irn.bg_threshold)
             confusions[k].update(rule.label_map(full, sample.labels), truth)
+            otsu_confusions[k].update(otsu.label_map(full, sample.labels), truth)
             sweeps[k].update(full, sample.labels, truth)
 
     keys = [item.partition("=")[0] for item in args.set]
     print(f"\n{len(samples)} {args.split} photos, maps of {folder.root}, working side {max_side}")
-    print("| affinity | " + "".join(f"{k} | " for k in keys) + "mIoU (bg score, GT-free) | "
-          "best threshold (tuned on GT: upper bound) | walk s/img |")  # fmt: skip
-    print("| --- | " + "--- | " * len(keys) + "--- | --- | --- |")
+    print(
+        "| affinity | " + "".join(f"{k} | " for k in keys) + "mIoU (bg score, GT-free) | "
+        "mIoU (otsu, GT-free) | best threshold (tuned on GT: upper bound) | walk s/img |"
+    )
+    print("| --- | " + "--- | " * len(keys) + "--- | --- | --- | --- |")
     rows = []
-    for irn, confusion, sweep, spent in zip(settings, confusions, sweeps, seconds, strict=True):
-        threshold, best = sweep.best
-        values = [getattr(irn, k) for k in keys]
+    for k, irn in enumerate(settings):
+        confusion, spent = confusions[k], seconds[k]
+        threshold, best = sweeps[k].best
+        values = [getattr(irn, key) for key in keys]
         name = Path(irn.checkpoint).parent.name
         print(f"| {name} | " + "".join(f"{v} | " for v in values)
-              + f"{confusion.miou:.4f} ({irn.bg_threshold}) | {best:.4f} ({threshold:.2f}) | "
-              f"{spent / len(samples):.3f} |")  # fmt: skip
+              + f"{confusion.miou:.4f} ({irn.bg_threshold}) | {otsu_confusions[k].miou:.4f} | "
+              f"{best:.4f} ({threshold:.2f}) | {spent / len(samples):.3f} |")  # fmt: skip
         rows.append({"affinity": irn.checkpoint, **dict(zip(keys, values, strict=True)),
                      "bg_threshold": irn.bg_threshold, "miou": confusion.miou,
-                     "best_threshold": threshold, "best_threshold_miou": best,
+                     "otsu_miou": otsu_confusions[k].miou, "best_threshold": threshold,
+                     "best_threshold_miou": best,
                      "walk_seconds_per_image": spent / len(samples)})  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps({"split": args.split, "images": len(samples),
