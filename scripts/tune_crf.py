@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import itertools
 from dataclasses import replace
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -67,7 +68,10 @@ def main() -> None:
     split = replace(split, samples=split.samples[: args.limit])
     classifier, checkpoint, _ = classifier_for(config, device, BadImages())
     base = replace(config.crf, mode=args.mode)
-    predictor = MaskPredictor(classifier.model, config.cam, config.mask, device=device)
+    cache = Path(config.cache_dir).expanduser() / "maps" if config.cache_maps else None
+    predictor = MaskPredictor(
+        classifier.model, config.cam, config.mask, device=device, maps_cache=cache
+    )
     batches = same_size_batches(split.samples, config.batch_size)
     items = [
         (item.image, prediction)
