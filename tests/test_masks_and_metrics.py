@@ -69,3 +69,53 @@ def test_average_precision_matches_hand_computation():
     assert ap.per_class[1] == pytest.approx(1.0)
     assert ap.mean == pytest.approx(((1 + 2 / 3) / 2 + 1) / 2)
     assert average_precision(scores, np.zeros_like(targets)).per_class == [None, None]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_otsu_rule_splits_where_scikit_image_does(seed):
+    """Our Otsu threshold is the upper edge of the bin scikit-image's centre names (half a bin
+    above it: both split the histogram between the same bins), and the label map keeps the
+    pixels at or above it."""
+    from skimage.filters import threshold_otsu
+
+    from wsss.masks import ThresholdSettings
+    from wsss.masks.threshold import otsu_threshold
+
+    rng = np.random.default_rng(seed)
+    values = np.concatenate([rng.beta(2, 8, 3000), rng.beta(8, 2, 1000), [0.0, 1.0]])
+    values = values.astype(np.float32)
+    expected = threshold_otsu(values, nbins=256) + 0.5 / 256
+    assert otsu_threshold(values) == pytest.approx(expected, abs=1e-6)
+    cams = values.reshape(1, 2, -1)
+    label_map = ThresholdSettings(rule="otsu").label_map(cams, [4])
+    assert np.array_equal(label_map == 5, cams[0] >= otsu_threshold(values))
+    assert otsu_threshold(np.full(100, 0.3, np.float32)) == 1.0, "a flat map keeps nothing"
+
+
+def test_mass_rule_keeps_the_share_of_the_total_by_hand():
+    """Values 0.9, 0.5, 0.3, 0.2, 0.1 sum to 2.0; keeping 80% (1.6) takes 0.9 + 0.5 + 0.3 = 1.7,
+    so the threshold is 0.3; at 65% (1.3) 0.9 + 0.5 = 1.4 suffices: 0.5."""
+    from wsss.masks import ThresholdSettings
+    from wsss.masks.threshold import mass_threshold
+
+    values = np.array([0.2, 0.9, 0.1, 0.5, 0.3], np.float32)
+    assert mass_threshold(values, 0.8) == pytest.approx(0.3)
+    assert mass_threshold(values, 0.65) == pytest.approx(0.5)
+    assert mass_threshold(values, 1.0) == pytest.approx(0.1)
+    assert mass_threshold(np.zeros(5, np.float32), 0.8) == 1.0
+    cams = np.stack([values.reshape(1, 5), values[::-1].reshape(1, 5)])
+    label_map = ThresholdSettings(rule="mass", mass=0.8).label_map(cams, [0, 1])
+    # both maps hold the same values, so both thresholds are 0.3; a class competes where its own
+    # map is >= 0.3: pixel 0 (0.2 | 0.3) -> 2, 1 (0.9 | 0.5) -> 1, 2 (0.1 | 0.1) -> 0,
+    # 3 (0.5 | 0.9) -> 2, 4 (0.3 | 0.2) -> 1
+    assert label_map.tolist() == [[2, 1, 0, 2, 1]]
+
+
+def test_fixed_and_per_map_thresholds_by_hand():
+    cams = np.array([[[0.1, 0.4, 0.8]], [[0.3, 0.35, 0.2]]], np.float32)
+    assert cam_to_label_map(cams, [0, 2], 0.3).tolist() == [[3, 1, 1]]
+    # per map: class 0 needs 0.5 (only its 0.8 counts), class 2 needs 0.25
+    per_map = cam_to_label_map(cams, [0, 2], np.array([0.5, 0.25]))
+    assert per_map.tolist() == [[3, 3, 1]]
+    uncertain = cam_to_label_map(cams, [0, 2], 0.3, fg_threshold=0.5)
+    assert uncertain.tolist() == [[255, 255, 1]]
