@@ -12,8 +12,10 @@ All timings of one comparison alternate within each round, so machine drift hits
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
+from _results import save_result  # scripts/, beside this file
 from _timing import interleaved  # scripts/, beside this file
 from scipy import ndimage
 
@@ -68,7 +70,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=12)
     parser.add_argument("--size", type=int, default=448)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None, help="(default: results/)")
     args = parser.parse_args()
+    figures: dict = {"images": args.images, "size": args.size, "modes": {}}
     inputs = make_inputs(args.images, args.size)
     print(
         f"{args.images} images of {args.size}x{args.size}, "
@@ -91,6 +95,9 @@ def main() -> None:
             f"{100 * (ours / bare - 1):>9.1f}%",
             flush=True,
         )
+        figures["modes"][mode] = {"wsss_seconds_per_image": ours / len(jobs),
+                                  "bare_seconds_per_image": bare / len(jobs),
+                                  "overhead": ours / bare - 1}  # fmt: skip
 
     one_worker, two_workers = CRFSettings(workers=1), CRFSettings(workers=2)
     jobs = len(inputs)
@@ -105,6 +112,8 @@ def main() -> None:
         f"\nlabel mode, {jobs} images: 1 worker {one:.2f} s, 2 workers {two:.2f} s, "
         f"speed-up {one / two:.2f}x (pool start-up included)"
     )
+    figures["workers"] = {"one_seconds": one, "two_seconds": two, "speedup": one / two}
+    print(f"figures: {save_result('bench_crf', figures, args.json)}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _results import save_result  # scripts/, beside this file
+
 from wsss.data.synthetic import SyntheticSpec, ensure_synthetic_dataset
 from wsss.io import default_cache_dir
 
@@ -40,6 +42,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs=2, default=[200, 2000])
     parser.add_argument("--crf", action="store_true")
     parser.add_argument("--train-images", type=int, default=400, help="for the classifier")
+    parser.add_argument("--json", type=Path, default=None, help="(default: results/)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wsss-memory-"))
     train = [f"hydra.run.dir={work / 'train'}", f"dataset.num_train={args.train_images}",
@@ -57,6 +60,9 @@ def main() -> None:
         peaks.append(peak_rss_mib([*run, f"hydra.run.dir={work / f'run{n}'}"], work))
         print(f"{n:>6} images: peak RSS {peaks[-1]:.0f} MiB", flush=True)
     print(f"ratio {args.sizes[1]} / {args.sizes[0]} images: {peaks[1] / peaks[0]:.3f}")
+    figures = {"images": list(args.sizes), "peak_rss_mib": peaks, "ratio": peaks[1] / peaks[0],
+               "crf": args.crf}  # fmt: skip
+    print(f"figures: {save_result('bench_memory', figures, args.json)}")
 
 
 if __name__ == "__main__":

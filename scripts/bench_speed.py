@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _timing import interleaved  # scripts/, beside this file
+from _results import save_result  # scripts/, beside this file
+from _timing import interleaved
 from PIL import Image
 
 from wsss.cams import ClassifierCam
@@ -210,12 +211,18 @@ def main() -> None:
     if peer:
         print(f"\nmaps: wsss {peer['wsss']:.3f} s, pytorch-grad-cam Grad-CAM {peer['peer']:.3f} s "
               f"on the same views: {peer['peer'] / peer['wsss']:.2f}x")  # fmt: skip
-    if args.json:
-        write_json(args.json, {
-            "image": image_id, "size": list(image.shape[:2]), "threads": torch.get_num_threads(),
-            "forward_gflop": flops / 1e9, "machine_gflops": hardware, "forward": forward_rows,
-            "stages": stages, "peer": peer,
-        })  # fmt: skip
+    figures = {
+        "image": image_id, "size": list(image.shape[:2]), "threads": torch.get_num_threads(),
+        "forward_gflop": flops / 1e9, "machine_gflops": hardware, "forward": forward_rows,
+        "stages": stages, "peer": peer,
+    }  # fmt: skip
+    if "random walk (sparse CSR, before)" in stages:
+        figures["walk_speedup"] = (
+            stages["random walk (sparse CSR, before)"] / stages["random walk (banded, 256 steps)"]
+        )
+    if peer:
+        figures["peer_ratio"] = peer["peer"] / peer["wsss"]
+    print(f"\nfigures: {save_result('bench_speed', figures, args.json)}")
 
 
 def stage_times(image, classes, model, cam, args) -> dict[str, float]:

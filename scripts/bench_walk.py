@@ -18,6 +18,9 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+from _results import save_result  # scripts/, beside this file
 
 
 def child(height: int, width: int, walk: bool, exp_times: int) -> None:
@@ -52,6 +55,7 @@ def main() -> None:
     parser.add_argument("--exp-times", type=int, default=8, help="2^N steps (IRN: 8)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--walk", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--json", type=Path, default=None, help="(default: results/)")
     args = parser.parse_args()
     if args.child:
         width, height = map(int, args.child.split("x"))
@@ -61,6 +65,7 @@ def main() -> None:
     print(f"| image | stride-4 grid | walk s ({2**args.exp_times} steps) | walk peak RSS "
           "| dense T would need |")  # fmt: skip
     print("| --- | --- | --- | --- | --- |")
+    rows = []
     for size in args.sizes:
         width, height = map(int, size.split("x"))
         common = ["--child", size, "--exp-times", str(args.exp_times)]
@@ -70,6 +75,10 @@ def main() -> None:
         dense = 4 * (h * w) ** 2 / 2**30
         print(f"| {size} | {w}x{h} | {seconds:.2f} | +{walk_rss - base_rss:.0f} MiB "
               f"| {dense:.1f} GiB |")  # fmt: skip
+        rows.append({"image": size, "grid": [h, w], "walk_seconds": seconds,
+                     "walk_peak_rss_mib": walk_rss - base_rss, "dense_gib": dense})  # fmt: skip
+    figures = {"steps": 2**args.exp_times, "rows": rows}
+    print(f"figures: {save_result('bench_walk', figures, args.json)}")
 
 
 if __name__ == "__main__":

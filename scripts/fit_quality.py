@@ -26,6 +26,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from _results import save_result  # scripts/, beside this file
 from scipy.stats import spearmanr
 from tqdm import tqdm
 
@@ -92,6 +93,7 @@ def main() -> None:
     parser.add_argument("--tune", default="tune")
     parser.add_argument("--report", default="report")
     parser.add_argument("--override", action="append", default=[], help="Hydra override")
+    parser.add_argument("--json", type=Path, default=None, help="(default: results/)")
     args = parser.parse_args()
     config = compose_config("evaluate", args.override)
     folder = RunFolder(args.run)
@@ -122,6 +124,13 @@ def main() -> None:
     print(f"| score alone (mean map value in the masks) | {spearmanr(score, truth)[0]:.3f} |")
     region_truth = [r["iou"] for r in regions]
     print(f"(per annotation: {spearmanr(region_est, region_truth)[0]:.3f})")
+    figures = {
+        "tune_images": len(tune), "report_images": len(report), "weights": list(weights),
+        "spearman": {"fitted": spearmanr(estimated, truth)[0],
+                     "shipped": spearmanr(shipped, truth)[0], "score": spearmanr(score, truth)[0],
+                     "per_annotation": spearmanr(region_est, region_truth)[0]},
+        "kept_miou": {},
+    }  # fmt: skip
     rng = np.random.default_rng(0)
     print("\n| dropped | by the estimate | by score | at random (20 draws) |")
     print("| --- | --- | --- | --- |")
@@ -133,7 +142,11 @@ def main() -> None:
             kept_miou(report, rng.permutation(len(report)), drop, num_labels) for _ in range(20)
         ])  # fmt: skip
         print(f"| worst {drop:.0%} | {by_estimate:.4f} | {by_score:.4f} | {random:.4f} |")
+        figures["kept_miou"][f"drop {drop}"] = {"estimate": by_estimate, "score": by_score,
+                                                "random": random}  # fmt: skip
     print(f"(all {len(report)} images: {everything:.4f})")
+    figures["kept_miou"]["all"] = everything
+    print(f"figures: {save_result('fit_quality', figures, args.json)}")
 
 
 if __name__ == "__main__":

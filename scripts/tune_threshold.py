@@ -24,6 +24,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
+from _results import save_result  # scripts/, beside this file
 from tqdm import tqdm
 
 from wsss.cli.config import compose_config
@@ -51,6 +52,7 @@ def main() -> None:
     parser.add_argument("--thresholds", default="0.05,0.1,0.15,0.2,0.25,0.3,0.35,0.4,0.45")
     parser.add_argument("--masses", default="0.5,0.6,0.7,0.8,0.9")
     parser.add_argument("--override", action="append", default=[], help="Hydra override")
+    parser.add_argument("--json", type=Path, default=None, help="(default: results/)")
     args = parser.parse_args()
 
     config = compose_config("evaluate", args.override)
@@ -79,6 +81,13 @@ def main() -> None:
         chosen = max((n for n in rules if n.startswith(family)), key=tune.get)
         print(f"{family}: best on {args.tune} is {chosen!r}, {report[chosen]:.4f} on {args.report}")
     print(f"otsu (no parameter): {report['otsu']:.4f} on {args.report}")
+    figures = {
+        "run": str(folder.root),
+        "tune": args.tune,
+        "report": args.report,
+        "rules": {name: {"tune": tune[name], "report": report[name]} for name in rules},
+    }
+    print(f"figures: {save_result('tune_threshold', figures, args.json)}")
 
 
 if __name__ == "__main__":

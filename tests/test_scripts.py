@@ -75,22 +75,15 @@ def test_tune_crf(workspace):
     assert "no CRF (otsu rule): mIoU" in out and "| mIoU | mIoU confident |" in out
 
 
-def test_bench_pipeline(workspace):
-    root, cache, checkpoint = workspace
-    out = script(
-        "bench_pipeline.py", "--images", "2", "--size", "48", "--repeats", "1",
-        "--checkpoint", str(checkpoint), cwd=root, cache=cache,
-    )  # fmt: skip
-    for stage in ("load", "cam", "threshold", "crf", "export"):
-        assert any(line.startswith(stage) for line in out.splitlines()), stage
-
-
-def test_bench_memory(workspace):
+def test_bench_memory(workspace, tmp_path):
     root, cache, _ = workspace
-    out = script(
-        "bench_memory.py", "--sizes", "3", "6", "--train-images", "16", cwd=root, cache=cache
-    )
+    out = script("bench_memory.py", "--sizes", "3", "6", "--train-images", "16", "--json",
+                 str(tmp_path / "m.json"), cwd=root, cache=cache)  # fmt: skip
     assert "3 images: peak RSS" in out and "ratio 6 / 3 images:" in out
+    figures = json.loads((tmp_path / "m.json").read_text())["figures"]
+    assert figures["ratio"] == pytest.approx(
+        figures["peak_rss_mib"][1] / figures["peak_rss_mib"][0]
+    )
 
 
 def test_bench_cams(workspace):
@@ -109,11 +102,13 @@ def test_scorecam_convention(workspace):
     assert "align_corners=False" in out and "align_corners=True" in out
 
 
-def test_bench_crf(workspace):
+def test_bench_crf(workspace, tmp_path):
     root, cache, _ = workspace
-    out = script("bench_crf.py", "--images", "2", "--size", "48", "--repeats", "1", cwd=root,
-                 cache=cache)  # fmt: skip
+    out = script("bench_crf.py", "--images", "2", "--size", "48", "--repeats", "1", "--json",
+                 str(tmp_path / "crf.json"), cwd=root, cache=cache)  # fmt: skip
     assert "label" in out and "speed-up" in out
+    figures = json.loads((tmp_path / "crf.json").read_text())["figures"]
+    assert set(figures["modes"]) == {"label", "soft"} and figures["workers"]["speedup"] > 0
 
 
 def test_upper_bound(workspace):
@@ -182,16 +177,22 @@ def test_tune_threshold(workspace, saved_run):
     root, cache, _ = workspace
     overrides = [a for o in GENERATE_TINY[:3] for a in ("--override", o)]
     out = script("tune_threshold.py", "--run", str(saved_run), "--tune", "eval", "--report",
-                 "eval", *overrides, cwd=root, cache=cache)  # fmt: skip
+                 "eval", *overrides, "--json", str(saved_run.parent / "t.json"), cwd=root,
+                 cache=cache)  # fmt: skip
     assert "| otsu |" in out and "fixed: best on eval is" in out
+    rules = json.loads((saved_run.parent / "t.json").read_text())["figures"]["rules"]
+    assert f"| otsu | {rules['otsu']['tune']:.4f} |" in out
 
 
 def test_fit_quality(workspace, saved_run):
     root, cache, _ = workspace
     overrides = [a for o in GENERATE_TINY[:3] for a in ("--override", o)]
     out = script("fit_quality.py", "--run", str(saved_run), "--tune", "eval", "--report",
-                 "eval", *overrides, cwd=root, cache=cache)  # fmt: skip
+                 "eval", *overrides, "--json", str(saved_run.parent / "q.json"), cwd=root,
+                 cache=cache)  # fmt: skip
     assert "WEIGHTS = (" in out and "| worst 20% |" in out
+    figures = json.loads((saved_run.parent / "q.json").read_text())["figures"]
+    assert len(figures["weights"]) == 9 and set(figures["spearman"]) >= {"fitted", "shipped"}
 
 
 def test_bench_large_photos(workspace):
@@ -211,9 +212,11 @@ def test_labels_from_masks(voc_root, tmp_path):
 
 
 def test_bench_walk(tmp_path):
-    out = script("bench_walk.py", "--sizes", "80x60", "--exp-times", "2", cwd=tmp_path,
-                 cache=tmp_path / "cache")  # fmt: skip
+    out = script("bench_walk.py", "--sizes", "80x60", "--exp-times", "2", "--json",
+                 str(tmp_path / "w.json"), cwd=tmp_path, cache=tmp_path / "cache")  # fmt: skip
     assert "| 80x60 | 20x15 |" in out and "MiB" in out
+    rows = json.loads((tmp_path / "w.json").read_text())["figures"]["rows"]
+    assert rows[0]["grid"] == [15, 20] and rows[0]["walk_seconds"] > 0
 
 
 def test_tune_walk(workspace, saved_run, tmp_path):
