@@ -33,7 +33,7 @@ from tqdm import tqdm
 from wsss.cli.config import compose_config
 from wsss.data.images import load_label_map
 from wsss.engine.run_folder import ImageRecord, RunFolder
-from wsss.masks.quality import FEATURES, WEIGHTS, estimate
+from wsss.masks.quality import FEATURES, WEIGHTS, estimate, fit_weights
 from wsss.masks.threshold import IGNORE
 from wsss.metrics import ConfusionMatrix
 
@@ -69,16 +69,6 @@ def collect(folder: RunFolder, split) -> list[dict]:
     return images
 
 
-def fit(images: list[dict], ridge: float = 1e-3) -> tuple[float, ...]:
-    rows = [r for image in images for r in image["regions"]]
-    x = np.array([[1.0, *(r["features"][f] for f in FEATURES)] for r in rows])
-    y = np.array([r["iou"] for r in rows])
-    penalty = ridge * np.eye(x.shape[1])
-    penalty[0, 0] = 0.0  # the intercept is not shrunk
-    weights = np.linalg.solve(x.T @ x + penalty, x.T @ y)
-    return tuple(round(float(w), 4) for w in weights)
-
-
 def kept_miou(images: list[dict], order: np.ndarray, drop: float, num_labels: int) -> float:
     """mIoU of the images left once the first ``drop`` share of ``order`` is dropped."""
     matrix = ConfusionMatrix(num_labels)
@@ -101,7 +91,7 @@ def main() -> None:
     tune = collect(folder, config.dataset.load(args.tune, cache_dir=cache))
     split = config.dataset.load(args.report, cache_dir=cache)
     report = collect(folder, split)
-    weights = fit(tune)
+    weights = fit_weights([r for image in tune for r in image["regions"]])
     num_labels = len(split.class_names) + 1
 
     def image_estimate(image: dict, w) -> float:

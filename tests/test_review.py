@@ -170,3 +170,18 @@ def test_a_review_refuses_what_would_lose_work_or_do_nothing(reviewed_run, tmp_p
     with pytest.raises(DataError, match="must be lists"):
         read_rejections(bad)
     assert not any((tmp_path / name).exists() for name in "abc")
+
+
+def test_the_quality_fit_recovers_the_weights_its_data_was_made_with():
+    """IoUs made as a known linear function of the features (plus a little noise): the fit
+    finds that function again, to within the noise."""
+    from wsss.masks.quality import fit_weights
+
+    rng = np.random.default_rng(0)
+    true = np.array([0.05, 0.2, 0.1, -0.1, 0.4, 0.3, 0.05, -0.05, -0.2])
+    regions = []
+    for _ in range(2000):
+        features = {name: float(rng.uniform(0, 1)) for name in FEATURES}
+        iou = true[0] + sum(w * features[n] for w, n in zip(true[1:], FEATURES, strict=True))
+        regions.append({"features": features, "iou": iou + rng.normal(0, 0.01)})
+    assert np.allclose(fit_weights(regions), true, atol=0.01)

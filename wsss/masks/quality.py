@@ -46,6 +46,18 @@ WEIGHTS = (-0.0355, 0.2341, 0.0491, -0.0806, 0.5095, 0.4411, 0.0158, -0.055, 0.0
 PROBE_SIDE = 256
 
 
+def fit_weights(regions: list[dict], ridge: float = 1e-3) -> tuple[float, ...]:
+    """Least-squares weights (intercept first, then one per :data:`FEATURES`) predicting each
+    region's IoU from its features: ``regions`` are ``{"features": {...}, "iou": float}``. A small
+    ridge keeps the fit stable when a feature barely varies (the intercept is not shrunk)."""
+    x = np.array([[1.0, *(r["features"][f] for f in FEATURES)] for r in regions])
+    y = np.array([r["iou"] for r in regions])
+    penalty = ridge * np.eye(x.shape[1])
+    penalty[0, 0] = 0.0
+    weights = np.linalg.solve(x.T @ x + penalty, x.T @ y)
+    return tuple(round(float(w), 4) for w in weights)
+
+
 def estimate(features: dict[str, float], weights=WEIGHTS) -> float:
     """The estimated IoU of one region, in [0, 1]."""
     terms = zip(weights[1:], FEATURES, strict=True)
