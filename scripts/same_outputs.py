@@ -5,9 +5,11 @@ revision) as a worktree beside the current tree, runs the same commands with eac
 virtual environment and wsss cache, ``PYTHONPATH`` pointing at each tree), and compares every
 file the commands wrote:
 
-* PNG, JPEG, JS, HTML, YAML and everything else byte for byte;
+* PNG, JPEG, JS, HTML, YAML and everything else byte for byte (HTML without its "total time"
+  row);
 * JSON after removing what a run cannot repeat (wall-clock seconds, and its own folder's path);
-* ``.npz`` maps array by array (the zip container stamps the write time);
+* ``.npz`` maps array by array (the zip container stamps the write time), ``.pt`` checkpoints
+  tensor by tensor (torch names the archive after the temporary file it wrote);
 * logs and Hydra's runtime file (times, process ids) are not compared.
 
 The commands: on the synthetic demo (its eval split, 200 images, the cached demo classifier):
@@ -29,17 +31,26 @@ import argparse
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
+from _results import save_result  # scripts/, beside this file
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_VOC = REPO.parent / "shared" / "voc2012"
 #: JSON keys whose values are wall-clock times or machine facts: never compared
-VOLATILE_KEYS = {"seconds", "seconds_per_epoch", "validation_seconds", "started", "timings"}
+VOLATILE_KEYS = {
+    "seconds",
+    "seconds_per_epoch",
+    "validation_seconds",
+    "started",
+    "timings",
+    "trained_in_this_run",
+}  # the last: whether the shared cache had the classifier
 #: files a run writes that hold times or process ids
 SKIPPED_NAMES = {"hydra.yaml"}
 SKIPPED_SUFFIXES = {".log"}
@@ -152,6 +163,34 @@ def _npz(data: bytes) -> dict[str, np.ndarray]:
         return {k: arrays[k] for k in arrays.files}
 
 
+def _without_timing(html: str) -> str:
+    html = re.sub(r"<tr><th>total time</th><td>[0-9.]+ s</td></tr>", "", html)
+    return html.replace(" (trained in this run)", "")
+
+
+def _load_pt(data: bytes):
+    import torch
+
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def _same_tensors(a, b) -> bool:
+    import torch
+
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = a.keys() - VOLATILE_KEYS
+        return keys == b.keys() - VOLATILE_KEYS and all(_same_tensors(a[k], b[k]) for k in keys)
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, dict | list | tuple):
+        return (
+            type(a) is type(b)
+            and len(a) == len(b)
+            and all(_same_tensors(x, y) for x, y in zip(a, b, strict=True))
+        )
+    return a == b
+
+
 def same(a: Path, b: Path, roots: tuple[str, ...]) -> bool:
     data_a, data_b = a.read_bytes(), b.read_bytes()
     if a.suffix == ".json":
@@ -161,8 +200,12 @@ def same(a: Path, b: Path, roots: tuple[str, ...]) -> bool:
         return arrays_a.keys() == arrays_b.keys() and all(
             np.array_equal(arrays_a[k], arrays_b[k]) for k in arrays_a
         )
+    if a.suffix == ".pt":
+        return _same_tensors(_load_pt(data_a), _load_pt(data_b))
     if a.suffix in (".yaml", ".html", ".js", ".txt"):
         text_a, text_b = data_a.decode(), data_b.decode()
+        if a.suffix == ".html":
+            text_a, text_b = (_without_timing(t) for t in (text_a, text_b))
         for root in roots:
             text_a, text_b = text_a.replace(root, "<side>"), text_b.replace(root, "<side>")
         return text_a == text_b
@@ -214,6 +257,7 @@ def main() -> None:
     parser.add_argument("--voc-root", type=Path, default=DEFAULT_VOC)
     parser.add_argument("--voc-images", type=int, default=20)
     parser.add_argument("--tiny", action="store_true", help="tiny synthetic runs (tests)")
+    parser.add_argument("--json", type=Path, default=None, help="(default: results/)")
     parser.add_argument("--no-synthetic", action="store_true")
     parser.add_argument("--only", default=None, help="only these commands, e.g. demo,evaluate")
     parser.add_argument(
@@ -245,8 +289,38 @@ def main() -> None:
     compared = sum(1 for p in (out / "current").rglob("*") if p.is_file())
     for line in problems:
         print(line)
+    masks = mask_differences(out / "baseline", out / "current", problems)
+    for run, (pixels, total) in masks.items():
+        print(f"{run}: masks differ on {pixels} of {total} pixels ({pixels / total:.1e})")
     print(f"{len(problems)} differences in {compared} files ({len(commands)} commands)")
+    figures = {
+        "baseline": args.baseline,
+        "current": args.current or "working tree",
+        "files": compared,
+        "commands": [c[0] for c in commands],
+        "differences": len(problems),
+        "runs_with_differences": sorted({p.split(": ")[1].split("/")[0] for p in problems}),
+        "mask_pixels_differing": {r: {"pixels": d, "of": t} for r, (d, t) in masks.items()},
+    }
+    if not args.tiny:
+        print(f"figures: {save_result('same_outputs', figures, args.json)}")
     sys.exit(1 if problems else 0)
+
+
+def mask_differences(baseline: Path, current: Path, problems: list[str]) -> dict:
+    """Per run folder: pixels of its label PNGs that differ, of all its mask pixels."""
+    from PIL import Image
+
+    runs = {p.split(": ")[1].split("/")[0] for p in problems if "/masks/" in p}
+    found = {}
+    for run in sorted(runs):
+        pixels = total = 0
+        for path in sorted((baseline / run / "masks").glob("*.png")):
+            a = np.asarray(Image.open(path))
+            b = np.asarray(Image.open(current / run / "masks" / path.name))
+            pixels, total = pixels + int((a != b).sum()), total + a.size
+        found[run] = (pixels, total)
+    return found
 
 
 if __name__ == "__main__":
