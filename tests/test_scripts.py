@@ -303,3 +303,17 @@ def test_bench_speed(workspace, voc_root, tmp_path):
     assert saved["forward_gflop"] > 0 and saved["machine_gflops"]["gemm"] > 0
     assert "dense CRF (label mode, 2 runs)" in saved["stages"]
     assert "| OpenVINO |" in out and "GFLOP/s" in out
+
+
+def test_compare_backbones(voc_root, tmp_path):
+    """Two models trained, their tune maps scored and timed side by side, one results file."""
+    out = script("compare_backbones.py", "--root", str(voc_root), "--out", str(tmp_path / "cmp"),
+                 "--models", "smallcnn,efficientnet_lite0", "--train", "train.epochs=1",
+                 "--train", "train.crop_size=48", "--timing-images", "2", "--json",
+                 str(tmp_path / "cmp.json"), cwd=tmp_path, cache=tmp_path / "cache",
+                 timeout=900)  # fmt: skip
+    figures = json.loads((tmp_path / "cmp.json").read_text())["figures"]
+    assert list(figures["models"]) == ["smallcnn", "efficientnet_lite0"]
+    for row in figures["models"].values():
+        assert 0 <= row["tune_miou"] <= 1 and row["maps_seconds_per_image"] > 0
+    assert "| efficientnet_lite0 |" in out
