@@ -11,7 +11,7 @@ import torch
 from test_cli import GENERATE_TINY, TINY, run
 
 from wsss.cams import ClassifierCam
-from wsss.errors import CheckpointError
+from wsss.errors import CheckpointError, ConfigError
 from wsss.masks import IrnSettings, MaskPredictor, ParSettings
 from wsss.masks.random_walk import line, path_affinities, random_walk
 from wsss.masks.refine import par_affinity
@@ -179,3 +179,16 @@ def test_train_affinity_then_generate_with_irn_and_par(tmp_path):
         assert "mIoU after CRF" in proc.stdout
         run_settings = json.loads((out / "run.json").read_text())["settings"]
         assert run_settings["refine"]["name"] == refine[0].split("=")[1]
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])
+def test_the_boundary_map_from_an_inference_engine_is_pytorchs(boundary_checkpoint, backend):
+    pytest.importorskip(backend)
+    path, _ = boundary_checkpoint
+    image = np.random.default_rng(7).integers(0, 255, (44, 60, 3), np.uint8)
+    torch_map = IrnSettings(checkpoint=str(path), backend="torch").boundary(image)
+    engine_map = IrnSettings(checkpoint=str(path), backend=backend).boundary(image)
+    assert engine_map.shape == torch_map.shape == (11, 15)
+    assert float((engine_map - torch_map).abs().max()) < 1e-4
+    with pytest.raises(ConfigError, match="refine.backend must be"):
+        IrnSettings(checkpoint=str(path), backend="tensorrt").validate()

@@ -15,6 +15,7 @@ on the CRF seeds of a ``generate_masks`` run.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from wsss.errors import ConfigError
 from wsss.masks.refine import REFINERS, RefineSettings
 from wsss.models.boundary import load_affinity
+from wsss.models.inference import compile_module, resolve_backend
 
 
 def half_disk(radius: int) -> list[tuple[int, int]]:
@@ -127,11 +129,17 @@ class IrnSettings(RefineSettings):
     beta: float = 10.0
     exp_times: int = 8
     flip: bool = True
+    #: what computes the boundary map on a CPU: auto (OpenVINO when installed), torch, openvino,
+    #: onnxruntime (:mod:`wsss.models.inference`)
+    backend: str = "auto"
 
     def validate(self) -> None:
         super().validate()
         if self.radius < 2 or self.beta <= 0 or not 0 <= self.exp_times <= 12:
             raise ConfigError("refine.radius >= 2, refine.beta > 0, 0 <= refine.exp_times <= 12")
+        if self.backend not in ("auto", "torch", "openvino", "onnxruntime"):
+            raise ConfigError(f"refine.backend must be auto, torch, openvino or onnxruntime, "
+                              f"got {self.backend!r}")  # fmt: skip
 
     def boundary(self, image: np.ndarray) -> torch.Tensor:
         """(h, w) boundary map at stride 4 of a uint8 image (mirror image averaged in)."""
@@ -140,7 +148,7 @@ class IrnSettings(RefineSettings):
                 "refine=irn needs refine.checkpoint=<affinity.pt> (python -m wsss.train_affinity); "
                 "python -m wsss.generate_masks trains one on the way when it is null"
             )
-        net = load_affinity(self.checkpoint)
+        net = _boundary_engine(self.checkpoint, self.backend)
         x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float()[None] / 255
         with torch.inference_mode():
             views = torch.cat([x, x.flip(-1)]) if self.flip else x
@@ -159,3 +167,16 @@ class IrnSettings(RefineSettings):
         walked = random_walk(small * (1 - edge), affinity[0], offsets, self.beta, self.exp_times)
         up = F.interpolate(walked[None], (height, width), mode="bilinear", align_corners=False)[0]
         return (up / up.max().clamp_min(1e-8)).clamp_min(0).numpy().astype(np.float32)
+
+
+@functools.lru_cache(maxsize=2)
+def _boundary_engine(checkpoint: str, backend: str):
+    """The boundary network of ``checkpoint`` as a function of a (B, 3, H, W) batch, run by
+    ``backend`` (OpenVINO by default on a CPU: 3-4x PyTorch eager), converted once per process."""
+    net = load_affinity(checkpoint)
+    backend = resolve_backend(backend, net, torch.device("cpu"))
+    if backend == "torch":
+        net = net.to(memory_format=torch.channels_last)
+        return lambda x: net(x.contiguous(memory_format=torch.channels_last))
+    run = compile_module(net, backend)
+    return lambda x: torch.from_numpy(run(np.ascontiguousarray(x.numpy())))

@@ -39,7 +39,7 @@ class _Features(nn.Module):
         return self.model.forward_features(images)
 
 
-def _openvino(model: nn.Module, example: torch.Tensor) -> Callable[[np.ndarray], np.ndarray]:
+def _openvino(module: nn.Module, example: torch.Tensor) -> Callable[[np.ndarray], np.ndarray]:
     try:
         import openvino as ov
     except ImportError as exc:
@@ -47,7 +47,7 @@ def _openvino(model: nn.Module, example: torch.Tensor) -> Callable[[np.ndarray],
             "cam.backend=openvino needs OpenVINO: pip install openvino (or cam.backend=torch)"
         ) from exc
     converted = ov.convert_model(
-        _Features(model).eval(), example_input=example, input=[ov.PartialShape([-1, 3, -1, -1])]
+        module.eval(), example_input=example, input=[ov.PartialShape([-1, 3, -1, -1])]
     )
     # float32 arithmetic: the maps stay those of PyTorch (a bf16 hint changes them by ~1e-2)
     compiled = ov.Core().compile_model(
@@ -60,7 +60,7 @@ def _openvino(model: nn.Module, example: torch.Tensor) -> Callable[[np.ndarray],
     return lambda x: request.infer([x])[0].copy()
 
 
-def _onnxruntime(model: nn.Module, example: torch.Tensor) -> Callable[[np.ndarray], np.ndarray]:
+def _onnxruntime(module: nn.Module, example: torch.Tensor) -> Callable[[np.ndarray], np.ndarray]:
     try:
         import onnxruntime as ort
     except ImportError as exc:
@@ -71,8 +71,8 @@ def _onnxruntime(model: nn.Module, example: torch.Tensor) -> Callable[[np.ndarra
 
     buffer = io.BytesIO()
     torch.onnx.export(
-        _Features(model).eval(), example, buffer, input_names=["images"],
-        output_names=["features"], dynamic_axes={"images": {0: "b", 2: "h", 3: "w"}},
+        module.eval(), example, buffer, input_names=["images"],
+        output_names=["output"], dynamic_axes={"images": {0: "b", 2: "h", 3: "w"}},
         opset_version=17, dynamo=False,
     )  # fmt: skip
     options = ort.SessionOptions()
@@ -82,6 +82,33 @@ def _onnxruntime(model: nn.Module, example: torch.Tensor) -> Callable[[np.ndarra
 
 
 ENGINES = {"openvino": _openvino, "onnxruntime": _onnxruntime}
+
+
+def compile_module(module: nn.Module, backend: str) -> Callable[[np.ndarray], np.ndarray]:
+    """``module`` (images (B, 3, H, W) -> one tensor, any B, H, W) run by ``backend``: a
+    function of float32 arrays."""
+    if backend not in ENGINES:
+        raise ConfigError(f"unknown inference backend {backend!r}; choose one of {BACKENDS}")
+    with torch.no_grad():
+        return ENGINES[backend](module, torch.rand(1, 3, 64, 64))
+
+
+def resolve_backend(backend: str, module: nn.Module, device: torch.device) -> str:
+    """The backend that will run: "auto" is OpenVINO when installed, on a CPU, for a module of
+    at least :data:`AUTO_MIN_PARAMETERS` parameters, else PyTorch."""
+    if backend not in (*BACKENDS, "auto"):
+        raise ConfigError(f"backend must be auto or one of {BACKENDS}, got {backend!r}")
+    if device.type != "cpu":
+        return "torch"
+    if backend != "auto":
+        return backend
+    if sum(p.numel() for p in module.parameters()) < AUTO_MIN_PARAMETERS:
+        return "torch"
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return "torch"
+    return "openvino"
 
 
 class AcceleratedClassifier(nn.Module):
@@ -97,9 +124,7 @@ class AcceleratedClassifier(nn.Module):
             raise ConfigError(f"unknown inference backend {backend!r}; choose one of {BACKENDS}")
         self.model = model.eval()
         self.backend = backend
-        with torch.no_grad():
-            example = torch.rand(1, 3, 64, 64)
-            self._run = ENGINES[backend](self.model, example)
+        self._run = compile_module(_Features(self.model), backend)
 
     @property
     def num_classes(self) -> int:
@@ -124,23 +149,9 @@ AUTO_MIN_PARAMETERS = 1_000_000
 
 def accelerated(model: nn.Module, backend: str, device: torch.device) -> nn.Module:
     """``model`` with its features computed by ``backend`` where that applies (a CPU device and
-    a CAM classifier), else ``model`` itself. ``backend``: "torch", "openvino",
-    "onnxruntime", or "auto" (OpenVINO when installed, on a CPU, for a model of at least
-    :data:`AUTO_MIN_PARAMETERS` parameters)."""
-    if backend not in (*BACKENDS, "auto"):
-        raise ConfigError(f"cam.backend must be auto or one of {BACKENDS}, got {backend!r}")
-    usable = device.type == "cpu" and hasattr(model, "forward_features")
-    if backend == "auto":
-        backend = "torch"
-        large = sum(p.numel() for p in model.parameters()) >= AUTO_MIN_PARAMETERS
-        if usable and large:
-            try:
-                import openvino  # noqa: F401
-
-                backend = "openvino"
-            except ImportError:
-                pass
-    if backend == "torch" or not usable:
+    a CAM classifier; :func:`resolve_backend` says what "auto" picks), else ``model`` itself."""
+    backend = resolve_backend(backend, model, device)
+    if backend == "torch" or not hasattr(model, "forward_features"):
         return model
     log.info("computing the classifier's features with %s", backend)
     return AcceleratedClassifier(model, backend)
