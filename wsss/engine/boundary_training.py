@@ -152,7 +152,8 @@ def train_boundary_net(
     torch.manual_seed(seed)
     random.seed(seed + rank)
     np.random.seed(seed + rank)
-    net = BoundaryNet(classifier, settings.width).to(device)
+    # channels-last: the frozen backbone's convolutions run 2-3x faster so on a CPU (oneDNN)
+    net = BoundaryNet(classifier, settings.width).to(device).to(memory_format=torch.channels_last)
     dataset = SeedCrops(list(split.samples), seeds, settings)
     sampler = DistributedSampler(dataset, world, rank, True, seed) if world > 1 else None
     loader = DataLoader(
@@ -181,7 +182,7 @@ def train_boundary_net(
             for group in optimizer.param_groups:
                 group["lr"] = settings.lr * 0.5 * (1 + math.cos(math.pi * step / max(total, 1)))
             step += 1
-            boundary = model(images.to(device))
+            boundary = model(images.to(device).contiguous(memory_format=torch.channels_last))
             loss, parts = affinity_loss(boundary, labels.to(device), settings.radius)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
