@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torchvision
-from _timing import interleaved  # scripts/, beside this file
+from _results import save_result  # scripts/, beside this file
+from _timing import interleaved
 
 from wsss.cams import compute_cams
 
@@ -99,6 +101,7 @@ def main() -> None:
     parser.add_argument("--score-batch", type=int, default=16)
     parser.add_argument("--top-channels", type=int, default=256)
     parser.add_argument("--no-reference", action="store_true", help="skip pytorch-grad-cam")
+    parser.add_argument("--json", type=Path, default=None, help="(default: results/)")
     parser.add_argument(
         "--arch", default="resnet50", help="a torchvision ResNet, or a timm ViT/DeiT by name"
     )
@@ -136,10 +139,16 @@ def main() -> None:
         header += f"{'pgc ms/img':>12}{'speed-up':>10}{'max |diff|':>12}"
     print(header)
 
+    rows = {}
+
     def row(name, seconds, images_used, batch_forward, ref=None, diff=None):
         line = f"{name:<18}{seconds / images_used * 1000:>12.1f}{seconds / batch_forward:>10.2f}"
+        rows[name] = {"ms_per_image": seconds / images_used * 1000,
+                      "times_forward": seconds / batch_forward}  # fmt: skip
         if ref is not None:
             line += f"{ref / images_used * 1000:>12.1f}{ref / seconds:>10.2f}{diff:>12.4f}"
+            rows[name].update(reference_ms_per_image=ref / images_used * 1000,
+                              speedup=ref / seconds, max_difference=diff)  # fmt: skip
         print(line, flush=True)
 
     for method in GRADIENT_METHODS:
@@ -208,6 +217,8 @@ def main() -> None:
             f"  (top-{args.top_channels} maps vs full Score-CAM: max |diff| {gap:.4f}; "
             f"Score-CAM timed once on {n} image(s))"
         )
+    figures = {"arch": args.arch, "batch": args.batch, "size": args.size, "rows": rows}
+    print(f"figures: {save_result(f'bench_cams_{args.arch}', figures, args.json)}")
 
 
 if __name__ == "__main__":

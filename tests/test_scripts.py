@@ -86,13 +86,16 @@ def test_bench_memory(workspace, tmp_path):
     )
 
 
-def test_bench_cams(workspace):
+def test_bench_cams(workspace, tmp_path):
     root, cache, _ = workspace
     out = script(
         "bench_cams.py", "--arch", "resnet18", "--batch", "2", "--size", "32", "--repeats", "1",
-        "--score-images", "1", "--top-channels", "8", cwd=root, cache=cache,
+        "--score-images", "1", "--top-channels", "8", "--json", str(tmp_path / "c.json"),
+        cwd=root, cache=cache,
     )  # fmt: skip
     assert "gradcampp" in out and "scorecam top8" in out and "speed-up" in out
+    rows = json.loads((tmp_path / "c.json").read_text())["figures"]["rows"]
+    assert rows["gradcam"]["max_difference"] < 1e-3 and rows["gradcam"]["speedup"] > 0
 
 
 def test_scorecam_convention(workspace):
