@@ -156,9 +156,42 @@ def test_training_the_boundary_net_lowers_its_loss():
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[-1] < 0.5 * losses[0] and set(parts) == {"bg_pos", "fg_pos", "neg"}
     assert all(not p.requires_grad for p in net.classifier.parameters()), "backbone frozen"
+
+
+def test_train_boundary_net_fine_tunes_the_backbone_only_when_asked(tiny_dataset, tmp_path):
+    """affinity.backbone_lr_mult > 0 trains the backbone with the heads (its batch-norm
+    statistics untouched), and the checkpoint carries the tuned backbone; 0 leaves it as is."""
+    from wsss.data import load_split
+    from wsss.engine.boundary_training import AffinitySettings, train_boundary_net
+
+    split = load_split(tiny_dataset, "train.csv")
+    split = type(split)(split.class_names, split.samples[:8], split.root, split.images_dir)
+
+    def seeds(sample, size):
+        labels = np.zeros(size, np.uint8)
+        labels[:, size[1] // 2 :] = sample.labels[0] + 1
+        return labels
+
+    for mult in (0.0, 1.0):
+        torch.manual_seed(0)
+        classifier = create_classifier(ModelSpec("smallcnn", None, {"width": 4}), 6)
+        before = {k: v.clone() for k, v in classifier.state_dict().items()}
+        settings = AffinitySettings(epochs=1, batch_size=4, crop_size=32, radius=4,
+                                    backbone_lr_mult=mult)  # fmt: skip
+        net, _ = train_boundary_net(classifier, split, seeds, settings)
+        after = net.classifier.state_dict()
+        changed = [k for k in before if not torch.equal(before[k], after[k])]
+        if mult == 0:
+            assert changed == []
+        else:
+            assert changed and all("running_" not in k for k in changed)
+            save_affinity(tmp_path / "tuned.pt", net, ModelSpec("smallcnn", None, {"width": 4}),
+                          [f"c{i}" for i in range(6)], {})  # fmt: skip
+            loaded = load_affinity(str(tmp_path / "tuned.pt"))
+            assert torch.equal(loaded.classifier.state_dict()[changed[0]], after[changed[0]])
 
 
 def test_train_affinity_then_generate_with_irn_and_par(tmp_path):

@@ -52,6 +52,9 @@ class AffinitySettings:
     radius: int = 10
     #: channels of each level's head
     width: int = 32
+    #: also fine-tune the backbone for boundaries (IRN keeps it frozen), at lr x this factor;
+    #: its batch-norm statistics stay frozen. 0: frozen
+    backbone_lr_mult: float = 0.0
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -60,6 +63,8 @@ class AffinitySettings:
             raise ConfigError(f"affinity.crop_size must be a multiple of 4 >= 32: {self.crop_size}")
         if self.radius < 2 or self.width < 4 or self.width % 4:
             raise ConfigError("affinity.radius >= 2, affinity.width a multiple of 4")
+        if self.backbone_lr_mult < 0:
+            raise ConfigError(f"affinity.backbone_lr_mult must be >= 0: {self.backbone_lr_mult}")
         lo, hi = self.scale_range
         if not 0 < lo <= hi:
             raise ConfigError(f"affinity.scale_range must satisfy 0 < low <= high: {lo, hi}")
@@ -153,7 +158,8 @@ def train_boundary_net(
     random.seed(seed + rank)
     np.random.seed(seed + rank)
     # channels-last: the frozen backbone's convolutions run 2-3x faster so on a CPU (oneDNN)
-    net = BoundaryNet(classifier, settings.width).to(device).to(memory_format=torch.channels_last)
+    net = BoundaryNet(classifier, settings.width, train_backbone=settings.backbone_lr_mult > 0)
+    net = net.to(device).to(memory_format=torch.channels_last)
     dataset = SeedCrops(list(split.samples), seeds, settings)
     sampler = DistributedSampler(dataset, world, rank, True, seed) if world > 1 else None
     loader = DataLoader(
@@ -165,9 +171,13 @@ def train_boundary_net(
         num_workers=num_workers,
         generator=torch.Generator().manual_seed(seed),
     )
-    trainable = [p for p in net.parameters() if p.requires_grad]
+    heads = [p for name, p in net.named_parameters() if not name.startswith("classifier.")]
+    groups = [{"params": heads, "lr_mult": 1.0}]
+    if settings.backbone_lr_mult > 0:
+        backbone = [p for p in net.classifier.backbone.parameters() if p.requires_grad]
+        groups.append({"params": backbone, "lr_mult": settings.backbone_lr_mult})
     model = DistributedDataParallel(net) if world > 1 else net
-    optimizer = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
     total, step = settings.epochs * len(loader), 0
     metrics: dict = {}
     start = time.perf_counter()
@@ -180,7 +190,8 @@ def train_boundary_net(
                    disable=rank > 0)  # fmt: skip
         for images, labels in bar:
             for group in optimizer.param_groups:
-                group["lr"] = settings.lr * 0.5 * (1 + math.cos(math.pi * step / max(total, 1)))
+                cosine = 0.5 * (1 + math.cos(math.pi * step / max(total, 1)))
+                group["lr"] = settings.lr * group["lr_mult"] * cosine
             step += 1
             boundary = model(images.to(device).contiguous(memory_format=torch.channels_last))
             loss, parts = affinity_loss(boundary, labels.to(device), settings.radius)

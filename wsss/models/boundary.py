@@ -30,13 +30,18 @@ STRIDE = 4  # the boundary map's stride, as IRN's
 
 class BoundaryNet(nn.Module):
     """Boundary map B (B, 1, ceil(H / 4), ceil(W / 4)) in [0, 1] of RGB images in [0, 1], from
-    the frozen features of ``classifier``'s backbone at every level it lists."""
+    the features of ``classifier``'s backbone at every level it lists: frozen (IRN's way), or
+    trained with the heads when ``train_backbone`` (its batch-norm statistics stay frozen)."""
 
-    def __init__(self, classifier: CAMClassifier, width: int = 32):
+    def __init__(self, classifier: CAMClassifier, width: int = 32, train_backbone: bool = False):
         super().__init__()
         self.classifier = classifier
+        self.train_backbone = train_backbone
         for p in self.classifier.parameters():
             p.requires_grad_(False)
+        if train_backbone:
+            for p in self.classifier.backbone.parameters():
+                p.requires_grad_(True)
         with torch.no_grad():
             channels = [f.shape[1] for f in self.levels(torch.zeros(1, 3, 64, 64))]
         self.heads = nn.ModuleList(
@@ -58,8 +63,8 @@ class BoundaryNet(nn.Module):
             for k, m in enumerate(modules)
         ]
         try:
-            self.classifier.eval()  # frozen: batch-norm statistics stay the pretrained ones
-            with torch.no_grad():
+            self.classifier.eval()  # batch-norm statistics stay the pretrained ones
+            with torch.set_grad_enabled(self.train_backbone and torch.is_grad_enabled()):
                 self.classifier.forward_features(images)
         finally:
             for hook in hooks:
