@@ -17,6 +17,9 @@ import itertools
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+from _results import save_result  # scripts/, beside this file
+from PIL import Image
 from tqdm import tqdm
 
 from wsss.cli.common import classifier_for, load_split
@@ -60,6 +63,7 @@ def main() -> None:
         help="grid over these values of a crf key (replaces --grid)",
     )
     parser.add_argument("--override", action="append", default=[], help="Hydra override")
+    parser.add_argument("--json", type=Path, default=None, help="(default: results/)")
     args = parser.parse_args()
 
     config = compose_config("generate_masks", ["crf=dense", *args.override])
@@ -70,8 +74,9 @@ def main() -> None:
     base = replace(config.crf, mode=args.mode)
     cache = Path(config.cache_dir).expanduser() / "maps" if config.cache_maps else None
     predictor = MaskPredictor(
-        classifier.model, config.cam, config.mask, device=device, maps_cache=cache
-    )
+        classifier.model, config.cam, config.mask, refine=config.refine, device=device,
+        maps_cache=cache,
+    )  # fmt: skip
     batches = same_size_batches(split.samples, config.batch_size)
     items = [
         (item.image, prediction)
@@ -85,10 +90,10 @@ def main() -> None:
     raw = ConfusionMatrix(num_labels)
     for (_, prediction), truth in zip(items, truths, strict=True):
         raw.update(prediction.label_map, truth)
-    print(
-        f"\n{config.cam.method} maps of {len(split)} {args.split} images, checkpoint {checkpoint}"
-    )
-    print(f"no CRF ({config.mask.describe()}): mIoU {raw.miou:.4f}\n")
+    refined = f", refined by {config.refine.name}" if config.refine else ""
+    print(f"\n{config.cam.method} maps{refined} of {len(split)} {args.split} images, "
+          f"checkpoint {checkpoint}")  # fmt: skip
+    print(f"no CRF ({predictor.rule.describe()}): mIoU {raw.miou:.4f}\n")
 
     grid = GRIDS[args.mode] if args.grid == "full" else {}
     if args.set:
@@ -103,9 +108,12 @@ def main() -> None:
     rows = []
     for crf in tqdm(candidates, desc=f"{args.mode} grid", unit="setting"):
         confusion = ConfusionMatrix(num_labels)
-        jobs = ((image, p.cams, p.labels) for image, p in items)
+        jobs = (predictor.crf_input(image, p) for image, p in items)
         labelled = crf_label_maps(jobs, replace(crf, workers=args.workers))
         for label_map, truth in zip(labelled, truths, strict=True):
+            if label_map.shape != truth.shape:  # the CRF ran at the working resolution
+                size = truth.shape[::-1]
+                label_map = np.asarray(Image.fromarray(label_map).resize(size, Image.NEAREST))
             confusion.update(label_map, truth)
         rows.append((confusion.miou, confusion.miou_confident, confusion.uncertain_fraction, crf))
     rows.sort(key=lambda r: -r[0])
@@ -119,6 +127,13 @@ def main() -> None:
             + " | ".join(values)
             + " |"
         )
+    figures = {
+        "split": args.split, "images": len(split), "mode": args.mode,
+        "refine": config.refine.name if config.refine else None, "no_crf_miou": raw.miou,
+        "rows": [{"miou": m, "miou_confident": c, "uncertain": u,
+                  **{n: getattr(crf, n) for n in grid}} for m, c, u, crf in rows],
+    }  # fmt: skip
+    print(f"figures: {save_result('tune_crf', figures, args.json)}")
 
 
 if __name__ == "__main__":

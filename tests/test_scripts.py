@@ -70,9 +70,11 @@ def test_tune_crf(workspace):
     root, cache, _ = workspace
     out = script(
         "tune_crf.py", "--split", "eval", "--limit", "3", "--grid", "default", "--workers", "1",
-        *OVERRIDES, cwd=root, cache=cache,
+        *OVERRIDES, "--json", str(root / "crf.json"), cwd=root, cache=cache,
     )  # fmt: skip
     assert "no CRF (otsu rule): mIoU" in out and "| mIoU | mIoU confident |" in out
+    figures = json.loads((root / "crf.json").read_text())["figures"]
+    assert figures["images"] == 3 and f"| {figures['rows'][0]['miou']:.4f} |" in out
 
 
 def test_bench_memory(workspace, tmp_path):

@@ -302,7 +302,7 @@ class MaskPredictor:
         if self.crf is None:
             return predictions
         return [
-            self._with_crf(p, _crf_or_failure_here(*self._crf_job(image, p), self.crf))
+            self._with_crf(p, _crf_or_failure_here(*self.crf_input(image, p), self.crf))
             for image, p in zip(images, predictions, strict=True)
         ]
 
@@ -331,14 +331,15 @@ class MaskPredictor:
         def jobs():
             for item, prediction in predicted():
                 in_flight.append((item, prediction))
-                yield self._crf_job(item.image, prediction)
+                yield self.crf_input(item.image, prediction)
 
         for result in crf_label_maps(jobs(), self.crf):
             item, prediction = in_flight.popleft()
             yield item, self._with_crf(prediction, result)
 
-    def _crf_job(self, image: np.ndarray, prediction: MaskPrediction):
-        """The CRF's input: the image and its maps at the working resolution, where it runs."""
+    def crf_input(self, image: np.ndarray, prediction: MaskPrediction):
+        """The CRF's input for a prediction: (image, maps, classes) at the working resolution,
+        where the CRF runs (:func:`~wsss.masks.crf.crf_label_maps` takes a stream of them)."""
         size = working_size(image.shape[:2], self.cam.max_side)
         cams = prediction.cams
         if size != image.shape[:2]:
