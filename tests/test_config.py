@@ -20,7 +20,8 @@ from wsss.errors import ConfigError
 from wsss.models import LoadedClassifier, ModelSpec, create_classifier
 
 CONF = Path(config_dir())
-GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
+#: config groups that are settings objects (a preset is a bundle of other groups' options)
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "preset")
 COMMANDS = [
     "generate_masks", "train", "evaluate", "explain", "train_segmentation", "train_affinity",
     "export_review",
@@ -88,6 +89,7 @@ def _changed(value: Any, name: str, field_type: str) -> Any:
         "backbone": ["smallcnn", "resnet18"],
         "crop": ["rescale", "resized"],
         "rule": ["fixed", "otsu", "mass"],
+        "backend": ["auto", "torch", "openvino", "onnxruntime"],
     }
     if name in choices:
         return next(c for c in choices[name] if c != value)

@@ -301,7 +301,7 @@ def test_bench_speed(workspace, voc_root, tmp_path):
     out = script("bench_speed.py", "--checkpoint", str(checkpoint), "--root", str(voc_root),
                  "--repeats", "1", "--json", str(tmp_path / "speed.json"), cwd=root,
                  cache=cache)  # fmt: skip
-    saved = json.loads((tmp_path / "speed.json").read_text())
+    saved = json.loads((tmp_path / "speed.json").read_text())["figures"]
     engines = {row["engine"]: row for row in saved["forward"]}
     assert "PyTorch eager (float32, channels-last)" in engines and "OpenVINO" in engines
     assert engines["OpenVINO"]["max_relative_difference"] < 1e-4
@@ -322,3 +322,32 @@ def test_compare_backbones(voc_root, tmp_path):
     for row in figures["models"].values():
         assert 0 <= row["tune_miou"] <= 1 and row["maps_seconds_per_image"] > 0
     assert "| efficientnet_lite0 |" in out
+
+
+def test_check_readme_refuses_a_hand_edited_figure_and_a_drifted_demo(tmp_path):
+    """The figure check passes a figure a config holds and names one nothing holds; the demo
+    check passes a summary within the tolerance and names the key that drifted past it."""
+    readme = tmp_path / "README.md"
+    demo = ("## What the demo prints\n\n```\n  classifier mAP (val)   0.9000\n"
+            "  mIoU with the otsu rule   0.6000\n"
+            "  mIoU at best fixed threshold 0.35   0.5900\n```\n")  # fmt: skip
+    readme.write_text(f"IRN's background score is 0.25 here.\n\n{demo}")
+    args = ["--readme", str(readme)]
+    assert "figures: 0 problems" in script("check_readme.py", "figures", *args, cwd=tmp_path,
+                                           cache=tmp_path / "c")  # fmt: skip
+    readme.write_text(f"IRN's background score is 0.25 here, mIoU 0.98765.\n\n{demo}")
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "check_readme.py"), "figures", *args],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 1 and "0.98765: no result file" in proc.stdout
+    assert "0.25" not in proc.stdout.replace("0.98765", "")
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({"classifier_val_map": 0.91, "miou": 0.61,
+                                   "best_threshold_miou": 0.585}))  # fmt: skip
+    out = script("check_readme.py", "demo", str(summary), *args, cwd=tmp_path, cache=tmp_path)
+    assert "demo: 0 problems" in out
+    summary.write_text(json.dumps({"classifier_val_map": 0.90, "miou": 0.65,
+                                   "best_threshold_miou": 0.59}))  # fmt: skip
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "check_readme.py"), "demo", str(summary),
+                           *args], capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 1 and "miou: the README says 0.6, the demo gave 0.6500" in proc.stdout
+    assert "classifier_val_map" not in proc.stdout

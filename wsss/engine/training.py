@@ -237,7 +237,8 @@ def train_classifier(
         metrics["validation_seconds"] = round(val_seconds, 2)
         val = f"  val mAP {metrics['val_map']:.4f}" if "val_map" in metrics else ""
         log.info("epoch %d/%d  loss %.4f%s", epoch, settings.epochs, metrics["train_loss"], val)
-        if state_path is not None and distributed.is_main():
+        if state_path is not None and distributed.is_main() and epoch < settings.epochs:
+            # after the last epoch the caller saves the checkpoint itself
             state = {"key": state_key, "epoch": epoch, "metrics": metrics,
                      "train_seconds": train_seconds, "val_seconds": val_seconds}  # fmt: skip
             _save_state(state_path, state, model, optimizer, steps, scaler, loader)
