@@ -2,7 +2,7 @@
 
 For each image size, a child process builds the affinities of a random boundary map at stride 4
 (radius 5, as ``refine=irn`` runs it), walks 2 class maps plus background through the sparse
-transition matrix for ``2^exp_times`` steps, and reports the time; its peak RSS (read from the
+transition matrix (banded: one shifted multiply-add per offset) for ``2^exp_times`` steps, and reports the time; its peak RSS (read from the
 kernel) is compared with a child that does everything but the walk, so the difference is the
 walk's own memory. The dense n x n transition matrix that IRN's code builds would need
 ``4 n^2`` bytes (n: pixels at stride 4); that figure is arithmetic, not measured.

@@ -112,3 +112,24 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
         load_checkpoint(tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_segmentation_backbone_weights_load_strictly_or_name_what_is_missing(tmp_path):
+    """A classifier's whole state dict loads into the segmentation backbone (its head left
+    out); a file missing backbone tensors is refused with the count and names, not half loaded."""
+    from torchvision.models import mobilenet_v3_large
+
+    from wsss.errors import ConfigError
+    from wsss.models.segmentation import build_segmentation_model
+
+    torch.manual_seed(0)
+    classifier = mobilenet_v3_large(weights=None)
+    path = tmp_path / "mobilenet.pth"
+    torch.save(classifier.state_dict(), path)
+    model = build_segmentation_model("lraspp_mobilenet_v3_large", 3, str(path))
+    for key, value in model.backbone.state_dict().items():
+        assert torch.equal(value, classifier.features.state_dict()[key]), key
+    partial = {k: v for k, v in classifier.state_dict().items() if not k.startswith("features.3")}
+    torch.save(partial, path)
+    with pytest.raises(ConfigError, match=r"mobilenet.pth: does not match .* tensors missing"):
+        build_segmentation_model("lraspp_mobilenet_v3_large", 3, str(path))

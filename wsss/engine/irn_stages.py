@@ -28,6 +28,7 @@ from wsss.data.screen import BadImages
 from wsss.engine.boundary_training import AffinitySettings, train_boundary_net
 from wsss.engine.generation import generate_pseudo_masks
 from wsss.engine.segmentation import MaskTargets
+from wsss.errors import ConfigError
 from wsss.export import ExportSettings
 from wsss.masks import CRFSettings, MaskPredictor, ThresholdSettings
 from wsss.models import LoadedClassifier
@@ -57,7 +58,7 @@ def seeds_for(
     """The run folder of the CRF seeds (label mode: confident foreground, confident background,
     uncertain between) of every image of ``split``, generated once and cached."""
     if crf.mode != "label":
-        raise ValueError("IRN's seeds come from the CRF's label mode (confident and uncertain)")
+        raise ConfigError("IRN's seeds come from the CRF's label mode: irn_seeds.mode=label")
     key = _key({
         "classifier": weights_digest(classifier.model),
         "dataset": asdict(dataset), "split": split,

@@ -1,4 +1,7 @@
-"""Training the CAM classifier on image-level labels (multi-label soft-margin loss)."""
+"""Training the CAM classifier on image-level labels (multi-label soft-margin loss).
+
+One module, a little over 350 lines, because the loop and its per-epoch state (save and
+resume) work on the same objects (model, optimiser, schedule, sampler) and read best together."""
 
 from __future__ import annotations
 

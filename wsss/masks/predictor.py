@@ -15,6 +15,9 @@ The steps, in order: maps at the working resolution (``cam.max_side``; scales an
 refiner when one is set (``refine``: PAR, IRN's random walk), the maps brought to the image's
 size (bilinear), the threshold rule (:meth:`MaskPredictor.rule`), then the dense CRF at the
 working resolution, its label map brought to the image's size (nearest).
+
+It is a little over 350 lines because it is the one place where those steps meet: split, the
+path from an image to its mask would again be spread over several modules.
 """
 
 from __future__ import annotations

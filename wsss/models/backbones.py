@@ -6,6 +6,9 @@ which has the attributes ``out_channels`` (C) and ``output_stride`` (s), and a m
 ``feature_levels()`` listing its modules from fine to coarse (IRN's boundary heads read them).
 ``pretrained`` is ``None`` (random init), the name of a torchvision weight enum member
 (``"DEFAULT"``, ``"IMAGENET1K_V1"``, ...) or the path of a local state-dict file.
+
+It is a little over 350 lines because it is a list of registered factories, one per family
+(ResNets, the small CNN, timm, EfficientNet-Lite), each short; a reader looks for one by name.
 """
 
 from __future__ import annotations

@@ -79,9 +79,26 @@ def build_segmentation_model(
             "pass segmentation.backbone_weights=<path to the backbone's state dict>"
         ) from exc
     if weights and is_weights_file(weights):
-        missing, unexpected = model.backbone.load_state_dict(
-            load_state_dict_file(weights), strict=False
-        )
-        if unexpected or len(missing) == len(model.backbone.state_dict()):
-            raise ConfigError(f"{weights}: does not match {name}'s backbone")
+        _load_backbone(model.backbone, weights, name)
     return model
+
+
+def _load_backbone(backbone: nn.Module, path: str, name: str) -> None:
+    """Every tensor of ``backbone`` from the state-dict file ``path``: the backbone's own state
+    dict, or a torchvision classifier's whole one (its head, ``fc.*`` or ``classifier.*``, left
+    out). Anything else missing or extra is an error naming the keys."""
+    state = load_state_dict_file(path)
+    own = backbone.state_dict()
+    if not own.keys() & state.keys():  # a torchvision classifier's "features.*" (MobileNet)
+        state = {k.removeprefix("features."): v for k, v in state.items()}
+    state = {k: v for k, v in state.items()
+             if k in own or k.split(".")[0] not in ("fc", "classifier")}  # fmt: skip
+    try:
+        missing, unexpected = backbone.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # tensor shapes differ
+        raise ConfigError(f"{path}: does not match {name}'s backbone ({exc})") from exc
+    if missing or unexpected:
+        raise ConfigError(
+            f"{path}: does not match {name}'s backbone: {len(missing)} tensors missing "
+            f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}"
+        )
