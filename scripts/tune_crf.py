@@ -17,9 +17,7 @@ import itertools
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 from _results import save_result  # scripts/, beside this file
-from PIL import Image
 from tqdm import tqdm
 
 from wsss.cli.common import classifier_for, load_split
@@ -28,6 +26,7 @@ from wsss.data.batches import same_size_batches
 from wsss.data.screen import BadImages
 from wsss.devices import resolve_device
 from wsss.masks import MaskPredictor, crf_label_maps
+from wsss.masks.predictor import label_map_at
 from wsss.metrics import ConfusionMatrix
 
 GRIDS = {
@@ -111,10 +110,7 @@ def main() -> None:
         jobs = (predictor.crf_input(image, p) for image, p in items)
         labelled = crf_label_maps(jobs, replace(crf, workers=args.workers))
         for label_map, truth in zip(labelled, truths, strict=True):
-            if label_map.shape != truth.shape:  # the CRF ran at the working resolution
-                size = truth.shape[::-1]
-                label_map = np.asarray(Image.fromarray(label_map).resize(size, Image.NEAREST))
-            confusion.update(label_map, truth)
+            confusion.update(label_map_at(label_map, truth.shape), truth)
         rows.append((confusion.miou, confusion.miou_confident, confusion.uncertain_fraction, crf))
     rows.sort(key=lambda r: -r[0])
     names = list(grid) or ["(defaults)"]

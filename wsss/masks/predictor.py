@@ -360,10 +360,7 @@ class MaskPredictor:
         if isinstance(result, CRFFailure):
             prediction.crf_failure = result.error
             return prediction
-        height, width = prediction.label_map.shape
-        if result.shape != (height, width):
-            result = np.array(Image.fromarray(result).resize((width, height), Image.NEAREST))
-        prediction.crf_mask = result
+        prediction.crf_mask = label_map_at(result, prediction.label_map.shape)
         return prediction
 
     def assess(self, image: np.ndarray, prediction: MaskPrediction) -> dict[int, dict]:
@@ -372,6 +369,15 @@ class MaskPredictor:
         return region_features(
             self.model, image, prediction.cams, prediction.labels, prediction.mask, self.device
         )
+
+
+def label_map_at(label_map: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A label map (the CRF's, at the working resolution) brought to ``shape`` (height, width)
+    by nearest neighbour, as generation writes it."""
+    if label_map.shape == tuple(shape):
+        return label_map
+    height, width = shape
+    return np.array(Image.fromarray(label_map).resize((width, height), Image.NEAREST))
 
 
 def _crf_or_failure_here(image, cams, classes, settings: CRFSettings) -> np.ndarray | CRFFailure:

@@ -28,6 +28,7 @@ from wsss.models.weights import (
     create_timm_model,
     import_timm,
     is_weights_file,
+    load_leaving_out_head,
     load_state_dict_file,
 )
 from wsss.registry import Registry
@@ -187,13 +188,12 @@ def _build_resnet(
             f"(~/.cache/torch/hub/checkpoints/)."
         ) from exc
     if is_file:
-        state = load_state_dict_file(pretrained)
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         try:
-            missing, unexpected = resnet.load_state_dict(state, strict=False)
+            missing, unexpected = load_leaving_out_head(
+                resnet, load_state_dict_file(pretrained), head=("fc",)
+            )
         except RuntimeError as exc:  # tensor shapes differ
             raise CheckpointError(f"{pretrained}: does not match {arch} ({exc})") from exc
-        missing = [k for k in missing if not k.startswith("fc.")]
         if missing or unexpected:
             raise CheckpointError(
                 f"{pretrained}: does not match {arch} (missing {missing[:5]}, "

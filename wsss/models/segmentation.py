@@ -11,7 +11,7 @@ import torchvision
 from torch import nn
 
 from wsss.errors import ConfigError
-from wsss.models.weights import is_weights_file, load_state_dict_file
+from wsss.models.weights import is_weights_file, load_leaving_out_head, load_state_dict_file
 from wsss.registry import Registry
 
 SEGMENTATION_MODELS: Registry[Callable[..., nn.Module]] = Registry("segmentation model")
@@ -88,13 +88,10 @@ def _load_backbone(backbone: nn.Module, path: str, name: str) -> None:
     dict, or a torchvision classifier's whole one (its head, ``fc.*`` or ``classifier.*``, left
     out). Anything else missing or extra is an error naming the keys."""
     state = load_state_dict_file(path)
-    own = backbone.state_dict()
-    if not own.keys() & state.keys():  # a torchvision classifier's "features.*" (MobileNet)
+    if not backbone.state_dict().keys() & state.keys():  # a torchvision MobileNet's "features.*"
         state = {k.removeprefix("features."): v for k, v in state.items()}
-    state = {k: v for k, v in state.items()
-             if k in own or k.split(".")[0] not in ("fc", "classifier")}  # fmt: skip
     try:
-        missing, unexpected = backbone.load_state_dict(state, strict=False)
+        missing, unexpected = load_leaving_out_head(backbone, state, head=("fc", "classifier"))
     except RuntimeError as exc:  # tensor shapes differ
         raise ConfigError(f"{path}: does not match {name}'s backbone ({exc})") from exc
     if missing or unexpected:

@@ -31,6 +31,20 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
+def load_leaving_out_head(
+    module: nn.Module, state: dict[str, torch.Tensor], head: tuple[str, ...]
+) -> tuple[list[str], list[str]]:
+    """Load ``state`` into ``module`` with a classification head left out on both sides (the
+    top-level names in ``head``: a classifier's whole state dict into a backbone, or a backbone's
+    weights into a classifier whose head is new). Returns the other (missing, unexpected) keys for
+    the caller to refuse; raises RuntimeError where tensor shapes differ."""
+    outside = [k for k in state if k.split(".")[0] in head]
+    missing, unexpected = module.load_state_dict(
+        {k: v for k, v in state.items() if k not in outside}, strict=False
+    )
+    return [k for k in missing if k.split(".")[0] not in head], unexpected
+
+
 def is_weights_file(pretrained: str | None) -> bool:
     """Whether a ``pretrained`` value names a file (a path) rather than a weight name."""
     return pretrained is not None and (
