@@ -1,11 +1,12 @@
 """Time and peak memory of IRN's random walk (wsss.masks.random_walk) against the image size.
 
 For each image size, a child process builds the affinities of a random boundary map at stride 4
-(radius 5, as ``refine=irn`` runs it), walks 2 class maps plus background through the sparse
-transition matrix (banded: one shifted multiply-add per offset) for ``2^exp_times`` steps, and reports the time; its peak RSS (read from the
-kernel) is compared with a child that does everything but the walk, so the difference is the
-walk's own memory. The dense n x n transition matrix that IRN's code builds would need
-``4 n^2`` bytes (n: pixels at stride 4); that figure is arithmetic, not measured.
+(radius 5, as ``refine=irn`` runs it), walks 2 class maps plus background through the banded
+transition matrix (one shifted multiply-add per offset) for ``2^exp_times`` steps, and reports
+the time; its peak RSS (read from the kernel) is compared with a child that does everything
+but the walk, so the difference is the walk's own memory. The dense n x n transition matrix
+that IRN's code builds would need ``4 n^2`` bytes (n: pixels at stride 4); that figure is
+arithmetic, not measured.
 
     python scripts/bench_walk.py                          # 500x375 (VOC) and 1000x750
     python scripts/bench_walk.py --sizes 500x375 2000x1500

@@ -256,9 +256,10 @@ def test_same_outputs_finds_no_difference_between_a_tree_and_itself(tmp_path):
     assert "0 differences in" in out
 
 
-def test_same_outputs_reports_a_changed_mask_and_ignores_timings(tmp_path):
+def test_same_outputs_reports_a_changed_mask_and_ignores_timings(tmp_path, monkeypatch):
     import importlib.util
 
+    monkeypatch.syspath_prepend(str(SCRIPTS))  # its own imports (_results), as when run
     spec = importlib.util.spec_from_file_location("same_outputs", SCRIPTS / "same_outputs.py")
     same = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(same)
