@@ -98,6 +98,47 @@ def test_generate_with_checkpoint_then_evaluate(workspace):
     assert "tuned on ground truth" in proc.stdout
 
 
+@pytest.mark.parametrize(
+    "setting, named", [("model=resnet18", "resnet18"), ("model.backbone_kwargs.width=16", "16")]
+)
+def test_a_model_setting_that_contradicts_the_checkpoint_is_refused(workspace, setting, named):
+    root, cache = workspace
+    out = root / f"contradiction_{named}"
+    proc = run(
+        "wsss.generate_masks",
+        *[a for a in GENERATE_TINY if not a.startswith("model.")],
+        f"checkpoint={root / 'train_run/checkpoint.pt'}",
+        setting,
+        f"hydra.run.dir={out}",
+        cwd=root,
+        cache=cache,
+        expect=2,
+    )
+    error = proc.stderr.strip().splitlines()[-1]
+    assert "smallcnn {'width': 8}" in error and named in error and "checkpoint.pt" in error
+    assert not (out / "masks").exists()
+
+
+def test_train_refuses_a_finished_folder_with_other_settings_and_a_masks_run(workspace):
+    root, cache = workspace
+    trained = root / "train_run"
+    before = (trained / "checkpoint.pt").read_bytes(), (trained / ".hydra/config.yaml").read_text()
+    proc = run("wsss.train", *TINY, "train.lr=0.05", f"hydra.run.dir={trained}", cwd=root,
+               cache=cache, expect=2)  # fmt: skip
+    assert "train.lr" in proc.stderr and "other settings" in proc.stderr
+    # the same settings again: nothing to redo, nothing rewritten
+    proc = run("wsss.train", *TINY, f"hydra.run.dir={trained}", cwd=root, cache=cache)
+    assert "already trained" in proc.stdout
+    after = (trained / "checkpoint.pt").read_bytes(), (trained / ".hydra/config.yaml").read_text()
+    assert after == before
+    masks_run = root / "gen_run"
+    record = (masks_run / ".hydra/config.yaml").read_text()
+    proc = run("wsss.train", *TINY, f"hydra.run.dir={masks_run}", cwd=root, cache=cache, expect=2)
+    assert "holds a generate_masks run" in proc.stderr
+    assert (masks_run / ".hydra/config.yaml").read_text() == record
+    assert not (masks_run / "checkpoint.pt").exists()
+
+
 def test_generate_with_dense_crf_reports_both_figures(workspace, tmp_path):
     pytest.importorskip("pydensecrf.densecrf")
     root, cache = workspace

@@ -27,19 +27,25 @@ from wsss.data import LabelledSplit
 from wsss.data.screen import BadImages
 from wsss.devices import resolve_device
 from wsss.engine.classifiers import checkpoint_or_cached, train_and_save
-from wsss.errors import WsssError, write_failure
+from wsss.errors import ConfigError, WsssError, write_failure
 from wsss.io import write_text
-from wsss.models import LoadedClassifier
+from wsss.models import LoadedClassifier, ModelSpec
 
 log = logging.getLogger("wsss")
 
 
-def command(config_name: str) -> Callable[[Callable], Callable[[], Any]]:
+def command(
+    config_name: str, finished: str | None = None
+) -> Callable[[Callable], Callable[[], Any]]:
     """Decorator: make ``run(config, out_dir)`` the Hydra application ``config_name``.
 
     ``config`` is the composed config as objects (see :mod:`wsss.cli.config`), ``out_dir`` the
     Hydra run (or multirun job) folder, where every output goes. A WsssError is printed as one
     clear line, without a traceback, and the process exits with status 2.
+
+    A folder holding another command's run is refused; so is a folder holding a ``finished``
+    run (that file exists) of this command made with other settings, whose outputs the run
+    would overwrite. (``generate_masks`` resumes, and refuses other settings, per image.)
     """
 
     def decorator(run: Callable[[Any, Path], Any]) -> Callable[[], Any]:
@@ -52,9 +58,11 @@ def command(config_name: str) -> Callable[[Callable], Callable[[], Any]]:
 
             out = Path(HydraConfig.get().runtime.output_dir)
             earlier = (out / ".hydra" / "config.yaml").is_file()
-            if not earlier:
-                _record_config(cfg, out / ".hydra")
             try:
+                if earlier:
+                    _check_earlier_run(cfg, out, config_name, finished)
+                else:
+                    _record_config(cfg, out / ".hydra")
                 result = run(to_config(cfg), out)
                 if earlier:  # resumed with the same settings: the record is brought up to date
                     _record_config(cfg, out / ".hydra")
@@ -77,6 +85,47 @@ def command(config_name: str) -> Callable[[Callable], Callable[[], Any]]:
         return main
 
     return decorator
+
+
+#: settings that change how a command runs, not what it makes
+_RUNNING_ONLY = ("device", "num_workers", "batch_size")
+
+
+def _check_earlier_run(cfg: DictConfig, out: Path, config_name: str, finished: str | None):
+    """Refuse ``out`` when it holds another command's run, or a ``finished`` run of this one
+    made with other settings (the keys that differ are named)."""
+    hydra_record = out / ".hydra" / "hydra.yaml"
+    earlier_name = None
+    if hydra_record.is_file():
+        earlier_name = OmegaConf.load(hydra_record).hydra.job.get("config_name")
+    if earlier_name and earlier_name != config_name:
+        raise ConfigError(
+            f"{out}: holds a {earlier_name} run; give this {config_name} run its own folder "
+            "(hydra.run.dir=...)"
+        )
+    if finished is None or not (out / finished).is_file():
+        return
+    before = _flat(OmegaConf.to_container(OmegaConf.load(out / ".hydra" / "config.yaml")))
+    now = _flat(OmegaConf.to_container(cfg, resolve=False))
+    changed = sorted(
+        key
+        for key in before.keys() | now.keys()
+        if before.get(key) != now.get(key) and key.split(".")[0] not in _RUNNING_ONLY
+    )
+    if changed:
+        raise ConfigError(
+            f"{out}: holds a finished {config_name} run made with other settings "
+            f"({', '.join(changed)}); its {finished} would be overwritten: give this run its own "
+            "folder (hydra.run.dir=...) or delete that one"
+        )
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        return {
+            k: v for key, child in node.items() for k, v in _flat(child, f"{prefix}{key}.").items()
+        }
+    return {prefix.rstrip("."): node}
 
 
 def _record_config(cfg: DictConfig, folder: Path) -> None:
@@ -142,11 +191,42 @@ def classifier_for(
     config: ClassifierCommand, device: torch.device, bad: BadImages
 ) -> tuple[LoadedClassifier, Path, bool]:
     """The command's ``checkpoint``, or a classifier trained once as configured and cached (bad
-    images met while training go to ``bad``). Returns (classifier, path, trained in this run)."""
-    return checkpoint_or_cached(
+    images met while training go to ``bad``). Returns (classifier, path, trained in this run).
+
+    A model set on the command line (``model=...``, ``model.<key>=...``) that contradicts the
+    checkpoint's is refused: the checkpoint decides the model, so the setting would be silently
+    ignored while the run's record says otherwise."""
+    found = checkpoint_or_cached(
         config.checkpoint,
         config.dataset,
         config.model,
         config.train,
         **_training(config, device, bad),
     )
+    if config.checkpoint and _model_overridden():
+        check_model_matches(config.model, found[0].spec, found[1])
+    return found
+
+
+def _model_overridden() -> bool:
+    """Whether this command's line sets the ``model`` group or one of its keys."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    keys = (o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task)
+    return any(key == "model" or key.startswith("model.") for key in keys)
+
+
+def check_model_matches(asked: ModelSpec, stored: ModelSpec, checkpoint: Path) -> None:
+    """Refuse a model setting that differs from the checkpoint's (backbone or its arguments)."""
+
+    def described(spec: ModelSpec) -> str:
+        return spec.backbone + (f" {dict(spec.backbone_kwargs)}" if spec.backbone_kwargs else "")
+
+    if (asked.backbone, dict(asked.backbone_kwargs)) != (stored.backbone, stored.backbone_kwargs):
+        raise ConfigError(
+            f"{checkpoint}: the checkpoint holds model {described(stored)} but the command line "
+            f"sets {described(asked)}; leave model out (the checkpoint decides it) or give a "
+            "checkpoint of that model"
+        )

@@ -13,12 +13,17 @@ from wsss.cli import common
 from wsss.cli.config import TrainCommand
 from wsss.data.screen import BadImages
 from wsss.io import write_json
+from wsss.models import load_checkpoint
 
 
 def run(config: TrainCommand, out: Path) -> float:
     device = common.setup_device(config.device, out)
     bad = BadImages(config.on_bad_image)
-    classifier = common.train(config, out / "checkpoint.pt", device, bad)
+    if (out / "checkpoint.pt").is_file():  # a finished run with these settings (checked)
+        print(f"{out / 'checkpoint.pt'}: already trained with these settings")
+        classifier = load_checkpoint(out / "checkpoint.pt")
+    else:
+        classifier = common.train(config, out / "checkpoint.pt", device, bad)
     val_map = classifier.metrics.get("val_map", float("nan"))
     if not distributed.is_main():
         return val_map
@@ -29,4 +34,4 @@ def run(config: TrainCommand, out: Path) -> float:
     return val_map
 
 
-main = common.command("train")(run)
+main = common.command("train", finished="checkpoint.pt")(run)
