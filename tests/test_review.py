@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,11 @@ def reviewed_run(tiny_dataset, tmp_path_factory):
     torch.manual_seed(0)
     model = create_classifier(ModelSpec("smallcnn", None, {"width": 4}), 6)
     split = load_split(tiny_dataset, "eval.csv")
+    # ids with characters a URL gives a meaning to ('#' starts a fragment, '?' a query)
+    odd = [
+        replace(s, image_id=i, file_name=f"{i}.png") for s, i in zip(split.samples, ["a#1", "b?2"])
+    ]
+    split = replace(split, samples=(*odd, *split.samples[2:]))
     out = tmp_path_factory.mktemp("run")
     predictor = MaskPredictor(model, ClassifierCam(scales=[1.0]))
     result = generate_pseudo_masks(predictor, split, out, ExportSettings(overlays=0))
@@ -110,6 +116,15 @@ def test_the_review_page_in_a_real_browser(reviewed_run, tmp_path):
             "[...document.images].filter(i => i.closest('.card'))"
             ".every(i => i.complete && i.naturalWidth > 0)"
         )
+        # every thumbnail shown is its own image's, 'a#1' and 'b?2' included
+        sources = page.eval_on_selector_all(
+            ".card", "cards => cards.map(c => [c.dataset.id, c.querySelector('img').src])"
+        )
+        assert {"a#1", "b?2"} <= {card_id for card_id, _ in sources}
+        for card_id, source in sources:
+            assert source.endswith(
+                "/thumbs/" + card_id.replace("#", "%23").replace("?", "%3F") + ".jpg"
+            )
         worst = cards.first.get_attribute("data-id")
         cards.first.locator(".reject-image").check()
         assert "rejected" in cards.first.get_attribute("class")

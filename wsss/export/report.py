@@ -120,6 +120,8 @@ const saved = JSON.parse(localStorage.getItem(key) || '{"images": [], "annotatio
 const rejected = {images: new Set(saved.images), annotations: new Set(saved.annotations)};
 let page = 0;
 const esc = s => String(s).replace(/[&<>"']/g, c => "&#" + c.charCodeAt(0) + ";");
+// a relative file path as a URL ('#' and '?' in a file name would start a fragment or a query)
+const url = path => path.split("/").map(encodeURIComponent).join("/");
 const tone = q => q < 0.35 ? "low" : q < 0.6 ? "mid" : "high";
 const names = [...new Set(data.items.flatMap(i => i.labels))].sort();
 for (const n of names) document.getElementById("class").add(new Option(n, n));
@@ -151,7 +153,7 @@ function render() {
     }).join("");
     const out = rejected.images.has(item.id);
     return `<div class="card${out ? " rejected" : ""}" data-id="${esc(item.id)}">
-      <img loading="lazy" src="${esc(item.thumb)}" alt="${esc(item.id)}">
+      <img loading="lazy" src="${esc(url(item.thumb))}" alt="${esc(item.id)}">
       <div>${esc(item.file)}</div>
       <div class="q ${tone(item.quality)}">quality ${item.quality.toFixed(2)}</div>
       ${rows}
