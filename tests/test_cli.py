@@ -139,6 +139,32 @@ def test_train_refuses_a_finished_folder_with_other_settings_and_a_masks_run(wor
     assert not (masks_run / "checkpoint.pt").exists()
 
 
+def test_a_file_in_the_way_of_the_run_folder_or_its_masks_is_a_clear_error(workspace, tmp_path):
+    root, cache = workspace
+    checkpoint = f"checkpoint={root / 'train_run/checkpoint.pt'}"
+    a_file = tmp_path / "run_is_a_file"
+    a_file.write_text("mine")
+    proc = run("wsss.generate_masks", *GENERATE_TINY, checkpoint, f"hydra.run.dir={a_file}",
+               cwd=tmp_path, cache=cache, expect=2)  # fmt: skip
+    assert proc.stderr.strip() == (
+        f"error: {a_file}: the run folder is a file; pick another one (hydra.run.dir=...)"
+    )
+    assert a_file.read_text() == "mine"
+    below = tmp_path / "run_is_a_file" / "sub"
+    proc = run("wsss.generate_masks", *GENERATE_TINY, checkpoint, f"hydra.run.dir={below}",
+               cwd=tmp_path, cache=cache, expect=2)  # fmt: skip
+    assert f"{a_file}: a file is in the way of the run folder" in proc.stderr
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "masks").write_text("mine")
+    proc = run("wsss.generate_masks", *GENERATE_TINY, checkpoint, f"hydra.run.dir={out}",
+               cwd=tmp_path, cache=cache, expect=2)  # fmt: skip
+    assert "Traceback" not in proc.stderr
+    assert "a file is in the way of a folder the run writes" in proc.stderr
+    assert str(out / "masks") in proc.stderr
+    assert (out / "masks").read_text() == "mine"
+
+
 def test_generate_with_dense_crf_reports_both_figures(workspace, tmp_path):
     pytest.importorskip("pydensecrf.densecrf")
     root, cache = workspace

@@ -53,6 +53,11 @@ def write_failure(path, exc: OSError) -> WsssError | None:
             f"{path}: cannot write ({exc.strerror}); pick a folder you can write to "
             "(hydra.run.dir=...), or fix its permissions, then rerun to resume"
         )
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        return WriteError(
+            f"{path}: a file is in the way of a folder the run writes ({exc.strerror}); move it "
+            "or pick another run folder (hydra.run.dir=...), then rerun to resume"
+        )
     if exc.errno == errno.EFBIG:
         return WriteError(
             f"{path}: file too large for this system's limit on file size (ulimit -f, or the "

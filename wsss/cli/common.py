@@ -75,17 +75,59 @@ def command(
             except WsssError as exc:
                 _exit_with(exc)
             except KeyboardInterrupt:
+                kept = _KEPT_WHEN_INTERRUPTED.get(config_name, "every finished epoch")
                 print(
-                    f"\ninterrupted; finished work is kept in {out} (training: every finished "
-                    "epoch): rerun the same command with the same hydra.run.dir to resume",
+                    f"\ninterrupted; finished work is kept ({kept}): rerun the same command "
+                    f"with hydra.run.dir={out} to resume",
                     file=sys.stderr,
                 )
                 sys.exit(130)
 
-        return main
+        @functools.wraps(run)
+        def entry():
+            failure = _unwritable_run_folder(sys.argv[1:], config_name)
+            if failure is not None:
+                print(f"error: {failure}", file=sys.stderr)
+                sys.exit(2)
+            return main()
+
+        return entry
 
     return decorator
 
+
+def _unwritable_run_folder(argv: list[str], config_name: str) -> str | None:
+    """Why the run folder named on the command line (or the default ``outputs/<command>``
+    under the working directory) cannot be written, or None. Checked before Hydra starts,
+    whose own failure there is a logging traceback."""
+    import os
+
+    named = [a.split("=", 1)[1] for a in argv if a.split("=", 1)[0].lstrip("+") == "hydra.run.dir"]
+    if "-m" in argv or "--multirun" in argv or any(a.startswith("-") for a in argv):
+        return None  # sweeps, --help, --cfg: Hydra's own folders or none
+    folder = Path(named[-1]).expanduser() if named else Path("outputs") / config_name
+    if folder.exists() and not folder.is_dir():
+        return f"{folder}: the run folder is a file; pick another one (hydra.run.dir=...)"
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing}: a file is in the way of the run folder {folder}; move it"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return (
+            f"{existing}: cannot write the run folder {folder} here (read-only or no "
+            "permission); pick a folder you can write to (hydra.run.dir=...)"
+        )
+    return None
+
+
+#: what a command keeps of an interrupted run
+_KEPT_WHEN_INTERRUPTED = {
+    "generate_masks": "every labelled image; a classifier in training, every finished epoch",
+    "explain": "a classifier in training, every finished epoch",
+    "evaluate": "nothing: scoring starts again",
+    "export_review": "nothing: the export starts again",
+}
 
 #: settings that change how a command runs, not what it makes
 _RUNNING_ONLY = ("device", "num_workers", "batch_size")
