@@ -164,6 +164,32 @@ def test_mask_size_mismatch_is_refused_or_skipped(tmp_path):
     assert len(bad.screen(split)) == 0 and bad.skipped[0]["file"].endswith("a.jpg")
 
 
+def test_a_mask_value_beyond_the_classes_is_found_when_the_split_is_screened(tmp_path):
+    mask = np.zeros((8, 12), np.uint8)
+    mask[2:4, 2:4] = 1  # cat
+    mask[5, 5] = 255  # ignored
+    ok = _one_image_split(tmp_path / "ok", Image.new("RGB", (12, 8)), mask)
+    assert len(BadImages("error").screen(ok)) == 1
+    mask[6, 6] = 7  # one class only: 7 is no class
+    split = _one_image_split(tmp_path / "bad", Image.new("RGB", (12, 8)), mask)
+    with pytest.raises(DataError, match=r"a.png: mask values \[7\] are neither a class \(1..1\)"):
+        BadImages("error").screen(split)
+
+
+def test_generate_masks_checks_the_masks_before_training(tmp_path):
+    from test_cli import run
+
+    mask = np.zeros((8, 12), np.uint8)
+    mask[0, 0] = 9
+    _one_image_split(tmp_path / "data", Image.new("RGB", (12, 8)), mask)
+    proc = run("wsss.generate_masks", "dataset=folder", f"dataset.root={tmp_path / 'data'}",
+               "dataset.splits.train=train.csv", "split=train", "val_split=null",
+               f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, cache=tmp_path / "cache",
+               expect=2)  # fmt: skip
+    assert "mask values [9] are neither a class" in proc.stderr
+    assert "training" not in proc.stderr and not (tmp_path / "cache" / "classifiers").exists()
+
+
 def test_truncated_jpeg_found_while_decoding_is_skipped_and_recorded(tmp_path, tiny_dataset):
     source = load_split(tiny_dataset, "eval.csv")
     (tmp_path / "images").mkdir()

@@ -30,6 +30,8 @@ def run(config: GenerateMasksCommand, out: Path) -> float | None:
     device = common.setup_device(config.device, out)
     split = common.load_split(config, config.split, config.predict_labels is not None)
     bad = BadImages(config.on_bad_image)
+    if not bad.skip:  # a bad image or mask stops the run before a classifier trains
+        bad.screen(split)
     classifier, checkpoint, trained = common.classifier_for(config, device, bad)
     if tuple(classifier.class_names) != tuple(split.class_names):
         raise ConfigError(

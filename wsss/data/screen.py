@@ -38,9 +38,10 @@ def _header_size(path: Path, what: str) -> tuple[int, int]:
     return (width, height) if orientation in _SWAPS_AXES else (height, width)
 
 
-def sample_problem(sample: Sample) -> str | None:
-    """Why ``sample`` cannot be used (missing, empty or unreadable image or mask, or a mask or
-    annotation size that differs from the image's), or None."""
+def sample_problem(sample: Sample, split: LabelledSplit | None = None) -> str | None:
+    """Why ``sample`` cannot be used (missing, empty or unreadable image or mask, a mask or
+    annotation size that differs from the image's, or, given its ``split``, a mask value that is
+    none of the split's classes), or None."""
     try:
         size = _header_size(sample.image_path, "image")
         expected = [("annotations", sample.size)] if sample.size else []
@@ -52,6 +53,8 @@ def sample_problem(sample: Sample) -> str | None:
                     f"{sample.image_path}: its {what} are {w}x{h} (WxH) but the image is "
                     f"{size[1]}x{size[0]} as viewed (EXIF orientation applied)"
                 )
+        if split is not None and sample.mask_path is not None:
+            split.ground_truth(sample)  # decodes the mask: its values must be classes
     except DataError as exc:
         return str(exc)
     return None
@@ -86,10 +89,11 @@ class BadImages:
             self.on_skip(path, reason)
 
     def screen(self, split: LabelledSplit) -> LabelledSplit:
-        """Check every sample's headers; return the usable ones or raise (policy "error")."""
+        """Check every sample's headers and its mask's values; return the usable ones or raise
+        (policy "error")."""
         usable, bad = [], []
         for sample in tqdm(split.samples, desc="check images", unit="img", leave=False):
-            problem = sample_problem(sample)
+            problem = sample_problem(sample, split)
             (bad if problem else usable).append((sample, problem))
         if bad and not self.skip:
             shown = "\n  ".join(p for _, p in bad[:10])
