@@ -180,11 +180,17 @@ def test_a_review_refuses_what_would_lose_work_or_do_nothing(reviewed_run, tmp_p
         apply_review(out, tmp_path / "b", Rejections(set(), {(first, "zebra")}))
     with pytest.raises(ConfigError, match="min_quality must be in"):
         apply_review(out, tmp_path / "c", None, min_quality=30)
+    carried = set(split.samples[0].labels)
+    other = next(n for i, n in enumerate(split.class_names) if i not in carried)
+    with pytest.raises(DataError, match=rf"classes their images do not carry.*'{other}'"):
+        apply_review(out, tmp_path / "d", Rejections(set(), {(first, other)}))
+    with pytest.raises(DataError, match=r"saved by the review page of run 'another', not of"):
+        apply_review(out, tmp_path / "e", Rejections({first}, run="another"))
     bad = tmp_path / "rejected.json"
     bad.write_text(json.dumps({"format": "wsss-rejections", "images": first}))
     with pytest.raises(DataError, match="must be lists"):
         read_rejections(bad)
-    assert not any((tmp_path / name).exists() for name in "abc")
+    assert not any((tmp_path / name).exists() for name in "abcde")
 
 
 def test_the_quality_fit_recovers_the_weights_its_data_was_made_with():

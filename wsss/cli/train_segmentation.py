@@ -16,6 +16,7 @@ import torch
 from wsss.cli import common
 from wsss.cli.config import TrainSegmentationCommand
 from wsss.devices import resolve_device
+from wsss.engine.review import check_rejections
 from wsss.engine.segmentation import (
     ReviewedTargets,
     check_mask_targets,
@@ -39,7 +40,10 @@ def run(config: TrainSegmentationCommand, out: Path) -> float:
     targets = training_targets(config.targets, train_split, config.pseudo_masks)
     if config.rejected:  # a review from the run's report.html
         names = train_split.class_names
-        targets = ReviewedTargets(targets, read_rejections(config.rejected), names)
+        rejections = read_rejections(config.rejected)
+        if config.pseudo_masks:
+            check_rejections(rejections, config.pseudo_masks)
+        targets = ReviewedTargets(targets, rejections, names)
         train_split = targets.split(train_split)
     check_mask_targets(train_split, targets)
     torch.manual_seed(config.seed)  # the initial weights too: reruns give the same model

@@ -44,14 +44,12 @@ def apply_review(
         )
     if min_quality is not None and not 0 <= min_quality <= 1:
         raise ConfigError(f"min_quality must be in [0, 1] (an estimated IoU), got {min_quality}")
-    if not source.annotations.is_file():
-        raise DataError(f"{run}: no annotations.json (is this a finished generate_masks run?)")
+    rejections = rejections or Rejections()
+    check_rejections(rejections, run)
     coco = json.loads(source.annotations.read_text(encoding="utf-8"))
     names = {c["id"]: c["name"] for c in coco["categories"]}
-    rejections = rejections or Rejections()
     by_image = {image["id"]: Path(image["file_name"]).with_suffix("").as_posix()
                 for image in coco["images"]}  # fmt: skip
-    _check_rejections(rejections, set(by_image.values()), set(names.values()), run)
     kept_images = [i for i in coco["images"] if not rejections.rejects(by_image[i["id"]])]
     kept_ids = {i["id"] for i in kept_images}
     kept, dropped = [], {}
@@ -98,18 +96,41 @@ def _label_values(coco: dict, category_ids: set[int]) -> list[int]:
     return [order.index(c) + 1 for c in category_ids]
 
 
-def _check_rejections(rejections: Rejections, images: set[str], classes: set[str], run: Path):
-    """Refuse rejections that name images or classes the run does not have: they were saved
-    for another run, and applying them would silently leave out nothing."""
+def check_rejections(rejections: Rejections, run: str | Path) -> None:
+    """Refuse rejections not saved for run folder ``run``: saved by another run's review page
+    (its ``run`` name), or naming images the run does not have or classes an image does not
+    carry. Applied, they would silently leave out nothing."""
+    source = RunFolder(run)
+    name = source.root.resolve().name
+    if rejections.run is not None and rejections.run != name:
+        raise DataError(
+            f"the rejections were saved by the review page of run {rejections.run!r}, not of "
+            f'{run} ({name!r}); if that folder was renamed, set "run" in the file to {name!r}'
+        )
+    if not source.annotations.is_file():
+        raise DataError(f"{run}: no annotations.json (is this a finished generate_masks run?)")
+    coco = json.loads(source.annotations.read_text(encoding="utf-8"))
+    class_names = [c["name"] for c in coco["categories"]]
+    images = {Path(image["file_name"]).with_suffix("").as_posix() for image in coco["images"]}
     named = rejections.images | {image for image, _ in rejections.annotations}
+    what = []
     unknown_images = sorted(named - images)
-    unknown_classes = sorted({name for _, name in rejections.annotations} - classes)
-    if unknown_images or unknown_classes:
-        what = []
-        if unknown_images:
-            what.append(f"{len(unknown_images)} images it does not have ({unknown_images[:3]})")
-        if unknown_classes:
-            what.append(f"classes it does not have ({unknown_classes[:3]})")
+    if unknown_images:
+        what.append(f"{len(unknown_images)} images it does not have ({unknown_images[:3]})")
+    unknown_classes = sorted({c for _, c in rejections.annotations} - set(class_names))
+    if unknown_classes:
+        what.append(f"classes it does not have ({unknown_classes[:3]})")
+    not_carried = sorted(
+        (image, c)
+        for image, c in rejections.annotations
+        if image in images
+        and c in class_names
+        and source.has_record(image)  # (an exported run keeps no records)
+        and c not in {class_names[i] for i in source.read_record(image).labels}
+    )
+    if not_carried:
+        what.append(f"classes their images do not carry ({not_carried[:3]})")
+    if what:
         raise DataError(
             f"the rejections name {' and '.join(what)}; were they saved from {run}'s review "
             "page (report.html)?"

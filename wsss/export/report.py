@@ -47,10 +47,12 @@ def write_report(
 
 @dataclass
 class Rejections:
-    """Masks a reviewer rejected: whole images, and (image, class) annotations."""
+    """Masks a reviewer rejected: whole images, and (image, class) annotations; ``run``: the
+    name of the run folder whose review page saved them (None: not said)."""
 
     images: set[str] = field(default_factory=set)
     annotations: set[tuple[str, str]] = field(default_factory=set)
+    run: str | None = None
 
     def rejects(self, image_id: str, class_name: str | None = None) -> bool:
         """Whether the image, or (with ``class_name``) that class's mask of it, is rejected."""
@@ -72,8 +74,11 @@ def read_rejections(path: str | Path) -> Rejections:
     if not isinstance(images, list) or not isinstance(annotations, list):
         raise DataError(f"{path}: 'images' and 'annotations' must be lists")
     try:
+        run = data.get("run")
         return Rejections(
-            set(map(str, images)), {(str(a["image"]), str(a["class"])) for a in annotations}
+            set(map(str, images)),
+            {(str(a["image"]), str(a["class"])) for a in annotations},
+            None if run is None else str(run),
         )
     except (TypeError, KeyError) as exc:
         raise DataError(f"{path}: malformed rejections ({exc})") from exc
