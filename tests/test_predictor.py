@@ -132,6 +132,13 @@ def test_pil_float_and_tensor_images_give_the_uint8_images_mask(model):
 
     with pytest.raises(ValueError, match="holds classes 0..253"):
         cam_to_label_map(np.ones((1, 4, 4), np.float32), [300], 0.5)
+    with pytest.raises(ValueError, match="class index -1: a uint8 label map holds"):
+        cam_to_label_map(np.ones((2, 4, 4), np.float32), [-1, 2], 0.5)
+    with pytest.raises(ValueError, match="class index -1"):
+        predictor.predict(image, [-1, 2])
+    with pytest.raises(ValueError, match=r"class 'block' in \['block'\]: classes are 0-based"):
+        predictor.predict(image, ["block"])
+    assert np.array_equal(predictor.predict(image, [np.int64(2)]).mask, expected)
 
 
 @pytest.mark.parametrize("backend", ["openvino", "onnxruntime"])

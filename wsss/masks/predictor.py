@@ -45,7 +45,7 @@ from wsss.masks.crf import CRFFailure, CRFSettings, crf_label_maps
 from wsss.masks.maps_cache import MapsCache
 from wsss.masks.quality import region_features
 from wsss.masks.refine import RefineSettings
-from wsss.masks.threshold import ThresholdSettings
+from wsss.masks.threshold import ThresholdSettings, check_class_indices
 from wsss.models.classifier import weights_digest
 
 log = logging.getLogger(__name__)
@@ -301,6 +301,8 @@ class MaskPredictor:
         the classifier to choose (needs ``label_threshold``; ``names[i]`` names the image in
         that error)."""
         images = [as_rgb_uint8(image) for image in images]
+        for classes in labels:
+            check_class_indices(classes or ())
         predictions = self._predict_without_crf(images, labels, names)
         if self.crf is None:
             return predictions

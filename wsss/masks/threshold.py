@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -99,6 +100,21 @@ def mass_threshold(values: np.ndarray, share: float) -> float:
     return float(flat[min(index, len(flat) - 1)])
 
 
+def check_class_indices(classes: Sequence[int]) -> None:
+    """Refuse anything but 0-based class indices a uint8 label map can hold (0..253)."""
+    for c in classes:
+        if isinstance(c, bool) or not isinstance(c, numbers.Integral):
+            raise ValueError(
+                f"class {c!r} in {list(classes)}: classes are 0-based indices (ints); a name "
+                "is turned into one by its split: split.class_names.index(name)"
+            )
+        if not 0 <= c <= IGNORE - 2:
+            raise ValueError(
+                f"class index {c}: a uint8 label map holds classes 0..{IGNORE - 2} "
+                f"(value = index + 1; 0 means background, {IGNORE} uncertain)"
+            )
+
+
 def cam_to_label_map(
     cams: np.ndarray,
     classes: Sequence[int],
@@ -113,13 +129,9 @@ def cam_to_label_map(
     that does. With ``fg_threshold`` set, pixels whose strongest map is below it are uncertain
     (255). Returns (H, W) uint8.
     """
+    check_class_indices(classes)
     if cams.ndim != 3 or cams.shape[0] != len(classes):
         raise ValueError(f"cams must be (len(classes), H, W), got {cams.shape} for {classes}")
-    if len(classes) and max(classes) + 1 >= IGNORE:
-        raise ValueError(
-            f"class index {max(classes)}: a uint8 label map holds classes 0..{IGNORE - 2} "
-            f"(value = index + 1; {IGNORE} means uncertain)"
-        )
     per_class = np.ndim(bg_threshold) > 0
     if fg_threshold is not None and not per_class and fg_threshold < bg_threshold:
         raise ValueError(f"fg_threshold {fg_threshold} < bg_threshold {bg_threshold}")
