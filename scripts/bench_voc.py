@@ -55,18 +55,24 @@ DEFAULT_ROOT = REPO.parent / "shared" / "voc2012"
 PARTS = ("report", "tune")
 
 
-def write_lists(root: Path, out: Path, limit: int | None) -> dict[str, Path]:
+def write_lists(root: Path, out: Path, limit: int | None, folder: bool) -> dict[str, Path]:
     """The split lists (ids) under ``out/lists``: held-out every 10th photo, fit the others;
-    tune every 3rd, report the others."""
+    tune every 3rd, report the others. With ``folder`` (a user's folder of a few hundred
+    tagged photos): every 3rd report photo only (325 of VOC's 1,464, none of them a tune photo),
+    all of them fit, labelled and scored."""
     ids = (root / "ImageSets/Segmentation/train.txt").read_text().split()
     ids = ids[:limit] if limit else ids
-    parts = {
-        "all": ids,
-        "fit": [x for i, x in enumerate(ids) if i % 10 != 9],
-        "heldout": [x for i, x in enumerate(ids) if i % 10 == 9],
-        "tune": [x for i, x in enumerate(ids) if i % 3 == 0],
-        "report": [x for i, x in enumerate(ids) if i % 3 != 0],
-    }
+    report = [x for i, x in enumerate(ids) if i % 3 != 0]
+    if folder:
+        parts = {"all": report[::3], "fit": report[::3]}
+    else:
+        parts = {
+            "all": ids,
+            "fit": [x for i, x in enumerate(ids) if i % 10 != 9],
+            "heldout": [x for i, x in enumerate(ids) if i % 10 == 9],
+            "tune": [x for i, x in enumerate(ids) if i % 3 == 0],
+            "report": report,
+        }
     (out / "lists").mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, part in parts.items():
@@ -187,6 +193,19 @@ def main() -> None:
     parser.add_argument(
         "--segmentation", action="store_true", help="also train segmentation models (slow)"
     )
+    parser.add_argument(
+        "--folder",
+        action="store_true",
+        help="a user's folder: 325 report photos, classifier and masks on those alone",
+    )
+    parser.add_argument(
+        "--row",
+        action="append",
+        default=[],
+        metavar="NAME=OVERRIDES",
+        help="another mask run from the same classifier, e.g. 'walk_crf=crf=dense'"
+        " (overrides separated by spaces)",
+    )
     parser.add_argument("--timing-images", type=int, default=8)
     parser.add_argument("--json", type=Path, default=None, help="(default: results/)")
     args = parser.parse_args()
@@ -194,29 +213,54 @@ def main() -> None:
     if not (root / "ImageSets/Segmentation/train.txt").is_file():
         raise SystemExit(f"{root}: not a VOC2012 folder (see data/README.md)")
     out.mkdir(parents=True, exist_ok=True)
-    lists = write_lists(root, out, args.limit)
+    lists = write_lists(root, out, args.limit, args.folder)
     data = dataset_overrides(root, lists)
-    preset = [f"preset={args.preset}", "train_split=fit", "val_split=heldout", "split=all",
+    parts = ("all",) if args.folder else PARTS
+    validation = "null" if args.folder else "heldout"
+    preset = [f"preset={args.preset}", "train_split=fit", f"val_split={validation}", "split=all",
               "export.save_cams=true", f"cache_dir={out / 'cache'}"]  # fmt: skip
     preset += [f"train.epochs={args.epochs}"] * bool(args.epochs) + args.generate
     config = compose_config("generate_masks", [*data, *preset])
 
-    # 1. The one command, end to end; 2. the seed and seed + CRF from its cached maps.
-    runs = {"preset": [], "seed": ["refine=none"], "seed+crf": ["refine=none", "crf=dense"]}
+    # 1. The one command, end to end; 2. the seed (CAM), seed + CRF and IRN's walk from its
+    # cached maps (and classifier). A row whose settings equal an earlier row's reuses its run.
+    runs = {
+        "preset": [],
+        "seed": ["refine=none", "crf=none"],
+        "seed+crf": ["refine=none", "crf=dense"],
+        "walk": ["refine=irn", "crf=none"],
+    }
     if args.par:
-        runs["seed+par"] = ["refine=par"]
-    timing, results = {}, {}
+        runs["seed+par"] = ["refine=par", "crf=none"]
+    for row in args.row:
+        name, _, overrides = row.partition("=")
+        runs[name] = overrides.split()
+    result_name = "bench_voc_folder" if args.folder else "bench_voc"
+    timing, results, same_as, made = {}, {}, {}, {}
     for name, extra in runs.items():
+        settings = compose_config("generate_masks", [*data, *preset, *extra])
+        key = repr([settings.cam, settings.mask, settings.refine, settings.crf])
+        if key in made:  # e.g. the preset is seed + CRF: one run, two rows
+            same_as[name] = made[key]
+            timing[name] = timing[made[key]]
+            for part in parts:
+                results[name, part] = results[made[key], part]
+            continue
+        made[key] = name
         folder = out / f"masks_{name}"
         timing[name] = stage(name, out, folder / "summary.json", "wsss.generate_masks",
                              [*data, *preset, *extra, f"hydra.run.dir={folder}"])  # fmt: skip
         # 3. scored on the report photos (defaults chosen on tune) and on tune
-        for part in PARTS:
+        for part in parts:
             evaluation = out / f"evaluate_{name}_{part}"
             stage(f"evaluate_{name}_{part}", out, evaluation / "metrics.json", "wsss.evaluate", [
                 *data, f"split={part}", f"predictions={folder}", f"hydra.run.dir={evaluation}",
             ])  # fmt: skip
             results[name, part] = scores(json.loads((evaluation / "metrics.json").read_text()))
+        # the rows so far, in case a later stage is interrupted (a rerun completes the file)
+        partial = {"complete": False, "rows": {f"{n}/{p}": r for (n, p), r in results.items()},
+                   "same_as": same_as, "timings": timing}  # fmt: skip
+        save_result(result_name, partial, args.json)
 
     # 4. Closing the loop: a segmentation model on the fit photos' masks against the same model
     # on their ground truth, both scored on the held-out photos.
@@ -235,17 +279,18 @@ def main() -> None:
     checkpoint = Path(summary["checkpoint"])
     classifier = load_checkpoint(checkpoint).metrics
     fit_images = len(lists["fit"].read_text().split())
+    counts = {name: len(path.read_text().split()) for name, path in lists.items()}
     per_image = classifier["seconds_per_epoch"] / fit_images
     bare = bare_training_step_seconds(config, steps=4)
     samples = config.dataset.load("all", cache_dir=out / "cache").samples[: args.timing_images]
     maps_seconds, floor_seconds = maps_against_their_forwards(config, checkpoint, samples, 2)
     figures = {
-        "images": len(lists["all"].read_text().split()),
-        "report_images": len(lists["report"].read_text().split()),
-        "tune_images": len(lists["tune"].read_text().split()),
-        "heldout_images": len(lists["heldout"].read_text().split()),
+        "regime": "folder" if args.folder else "voc_train",
+        "images": counts["all"],
+        "part_images": {part: counts[part] for part in parts},
+        "heldout_images": counts.get("heldout", 0),
         "model": config.model.backbone,
-        "heldout_map": classifier["val_map"],
+        "heldout_map": classifier.get("val_map"),
         "train_seconds_per_epoch": classifier["seconds_per_epoch"],
         "train_to_bare_ratio": per_image / bare,
         "maps_seconds_per_image": maps_seconds,
@@ -259,22 +304,26 @@ def main() -> None:
             + classifier.get("validation_seconds", 0),
             1,
         ),
+        "complete": True,
         "timings": timing,
+        "same_as": same_as,
         "rows": {f"{n}/{p}": r for (n, p), r in results.items()},
         "segmentation_miou": segmentation,
     }
     if len(segmentation) == 2:
         figures["segmentation_ratio"] = segmentation["preset"] / segmentation["ground_truth"]
     print_tables(figures, runs)
-    path = save_result("bench_voc", figures, args.json)
+    path = save_result(result_name, figures, args.json)
     print(f"\nfigures: {path}")
 
 
 def print_tables(f: dict, runs) -> None:
     print(f"\nVOC 2012 train, {f['images']} photos; model {f['model']}; "
           f"{torch.get_num_threads()} threads")  # fmt: skip
-    print(f"classifier: held-out mAP {f['heldout_map']:.4f} ({f['heldout_images']} photos never "
-          f"trained on); {f['train_seconds_per_epoch']:.0f} s per epoch, "
+    held_out = "no held-out photos"
+    if f["heldout_map"] is not None:
+        held_out = f"held-out mAP {f['heldout_map']:.4f} ({f['heldout_images']} photos never seen)"
+    print(f"classifier: {held_out}; {f['train_seconds_per_epoch']:.0f} s per epoch, "
           f"{f['train_to_bare_ratio']:.2f}x a bare forward/backward loop")  # fmt: skip
     print(f"maps: {f['maps_seconds_per_image']:.3f} s/photo, "
           f"{f['maps_to_pytorch_forwards_ratio']:.2f}x PyTorch's plain forward passes of the "
@@ -288,17 +337,18 @@ def print_tables(f: dict, runs) -> None:
     else:
         print(f"the one command (classifier, seeds, boundary network, {f['images']} photos "
               f"labelled): {f['one_command_seconds'] / 60:.1f} min")  # fmt: skip
-    for part, count in (("report", f["report_images"]), ("tune", f["tune_images"])):
+    for part, count in f["part_images"].items():
         print(f"\n{part} photos ({count}):")
         print("| pseudo-masks | mIoU (GT-free default) | mIoU at the threshold swept on GT "
               "(papers' protocol) | fg precision | fg recall | uncertain |")  # fmt: skip
         print("| --- | --- | --- | --- | --- | --- |")
         for name in runs:
             r = f["rows"][f"{name}/{part}"]
+            shown = f"{name} (= {f['same_as'][name]})" if name in f["same_as"] else name
             best = (f"{r['best_threshold_miou']:.4f} ({r['best_threshold']:.2f})"
                     if r["best_threshold_miou"] is not None else "")  # fmt: skip
             print(
-                f"| {name} | {r['miou']:.4f} | {best} | {r['foreground_precision']:.3f} | "
+                f"| {shown} | {r['miou']:.4f} | {best} | {r['foreground_precision']:.3f} | "
                 f"{r['foreground_recall']:.3f} | {100 * r['uncertain_pixel_fraction']:.1f}% |"
             )
     for name, miou in f["segmentation_miou"].items():

@@ -118,13 +118,15 @@ class IrnSettings(RefineSettings):
     """IRN's random walk (``refine=irn``): the boundary map of the image (and of its mirror
     image) gives affinities within ``radius`` (at stride 4); the maps, times (1 - B), walk
     ``2^exp_times`` steps through ``T = A^beta`` (column-normalised), are brought back to the
-    working size and divided by their joint maximum; background is ``bg_threshold`` (IRN 0.25).
+    working size and divided by their joint maximum; background is ``bg_threshold``: 0.40, the
+    best on PASCAL VOC's tune photos for every boundary network tried (IRN's own is 0.25; see
+    ``results/irn_ablation.json`` and the README).
     ``checkpoint``: an affinity checkpoint from ``python -m wsss.train_affinity``; null: the
     ``generate_masks`` command trains one on the way (:mod:`wsss.engine.irn_stages`)."""
 
     name: str = "irn"
     checkpoint: str | None = None
-    bg_threshold: float | None = 0.25
+    bg_threshold: float | None = 0.40
     radius: int = 5
     beta: float = 10.0
     exp_times: int = 8
