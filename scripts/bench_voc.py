@@ -55,7 +55,9 @@ DEFAULT_ROOT = REPO.parent / "shared" / "voc2012"
 PARTS = ("report", "tune")
 
 
-def write_lists(root: Path, out: Path, limit: int | None, folder: bool) -> dict[str, Path]:
+def write_lists(
+    root: Path, out: Path, limit: int | None, *, folder: bool = False
+) -> dict[str, Path]:
     """The split lists (ids) under ``out/lists``: held-out every 10th photo, fit the others;
     tune every 3rd, report the others. With ``folder`` (a user's folder of a few hundred
     tagged photos): every 3rd report photo only (325 of VOC's 1,464, none of them a tune photo),
@@ -162,10 +164,12 @@ def maps_against_their_forwards(config, checkpoint: Path, samples, repeats: int)
     return maps_time / len(images), floor_time / len(images)
 
 
-def scores(metrics: dict) -> dict:
-    """The figures of one evaluation: GT-free mIoU, swept best, foreground P/R, uncertain."""
+def scores(metrics: dict, swept: bool) -> dict:
+    """The figures of one evaluation: GT-free mIoU, swept best, foreground P/R, uncertain.
+    ``swept``: whether the GT sweep scores these masks' own maps; a CRF's masks are not a
+    threshold of the maps saved beside them (the sweep there would be the seed's, again)."""
     masks = metrics["masks_on_disk"]
-    sweep = metrics.get("threshold_sweep") or {}
+    sweep = (metrics.get("threshold_sweep") or {}) if swept else {}
     return {
         "miou": masks["miou"],
         "best_threshold": sweep.get("best_threshold"),
@@ -213,7 +217,7 @@ def main() -> None:
     if not (root / "ImageSets/Segmentation/train.txt").is_file():
         raise SystemExit(f"{root}: not a VOC2012 folder (see data/README.md)")
     out.mkdir(parents=True, exist_ok=True)
-    lists = write_lists(root, out, args.limit, args.folder)
+    lists = write_lists(root, out, args.limit, folder=args.folder)
     data = dataset_overrides(root, lists)
     parts = ("all",) if args.folder else PARTS
     validation = "null" if args.folder else "heldout"
@@ -256,7 +260,8 @@ def main() -> None:
             stage(f"evaluate_{name}_{part}", out, evaluation / "metrics.json", "wsss.evaluate", [
                 *data, f"split={part}", f"predictions={folder}", f"hydra.run.dir={evaluation}",
             ])  # fmt: skip
-            results[name, part] = scores(json.loads((evaluation / "metrics.json").read_text()))
+            metrics = json.loads((evaluation / "metrics.json").read_text())
+            results[name, part] = scores(metrics, swept=settings.crf is None)
         # the rows so far, in case a later stage is interrupted (a rerun completes the file)
         partial = {"complete": False, "rows": {f"{n}/{p}": r for (n, p), r in results.items()},
                    "same_as": same_as, "timings": timing}  # fmt: skip
@@ -296,9 +301,9 @@ def main() -> None:
         "maps_seconds_per_image": maps_seconds,
         "maps_to_pytorch_forwards_ratio": maps_seconds / floor_seconds,
         "one_command_seconds": timing["preset"]["seconds"],
-        # with --generate checkpoint=..., the command did not train the classifier: its
-        # training time is the checkpoint's own record
-        "classifier_given": any(g.startswith("checkpoint=") for g in args.generate),
+        # a classifier given (checkpoint=) or cached by an earlier invocation: the command did not
+        # train it, and its training time is the checkpoint's own record
+        "classifier_given": not summary["trained_in_this_run"],
         "classifier_train_seconds": round(
             classifier["seconds_per_epoch"] * classifier["epoch"]
             + classifier.get("validation_seconds", 0),
@@ -330,13 +335,13 @@ def print_tables(f: dict, runs) -> None:
           "same views")  # fmt: skip
     if f["classifier_given"]:
         print(
-            f"the one command with the classifier given (seeds, boundary network, {f['images']}"
-            f" photos labelled): {f['one_command_seconds'] / 60:.1f} min; the classifier's "
-            f"training took {f['classifier_train_seconds'] / 60:.1f} min (its record)"
+            f"the one command with the classifier given or cached ({f['images']} photos "
+            f"labelled): {f['one_command_seconds'] / 60:.1f} min; the classifier's training took "
+            f"{f['classifier_train_seconds'] / 60:.1f} min (its record)"
         )
     else:
-        print(f"the one command (classifier, seeds, boundary network, {f['images']} photos "
-              f"labelled): {f['one_command_seconds'] / 60:.1f} min")  # fmt: skip
+        print(f"the one command (classifier trained, {f['images']} photos labelled): "
+              f"{f['one_command_seconds'] / 60:.1f} min")  # fmt: skip
     for part, count in f["part_images"].items():
         print(f"\n{part} photos ({count}):")
         print("| pseudo-masks | mIoU (GT-free default) | mIoU at the threshold swept on GT "
@@ -346,7 +351,7 @@ def print_tables(f: dict, runs) -> None:
             r = f["rows"][f"{name}/{part}"]
             shown = f"{name} (= {f['same_as'][name]})" if name in f["same_as"] else name
             best = (f"{r['best_threshold_miou']:.4f} ({r['best_threshold']:.2f})"
-                    if r["best_threshold_miou"] is not None else "")  # fmt: skip
+                    if r["best_threshold_miou"] is not None else "-")  # fmt: skip
             print(
                 f"| {shown} | {r['miou']:.4f} | {best} | {r['foreground_precision']:.3f} | "
                 f"{r['foreground_recall']:.3f} | {100 * r['uncertain_pixel_fraction']:.1f}% |"

@@ -22,17 +22,15 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from tqdm import tqdm
 
 from wsss.cams import upsample_cams
 from wsss.cli.config import compose_config
 from wsss.data import load_image
 from wsss.engine.run_folder import RunFolder
-from wsss.masks import IrnSettings, working_size
+from wsss.masks import IrnSettings, at_working_size, working_size
 from wsss.metrics import ConfusionMatrix, ThresholdSweep
 
 
@@ -57,7 +55,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--max-side", type=int, default=None, help="(default: cam.max_side)")
     parser.add_argument("--set", action="append", default=[], help="key=v1,v2 of refine=irn")
-    parser.add_argument("--bg", type=float, default=None, help="background score (default 0.25)")
+    parser.add_argument(
+        "--bg", type=float, default=None, help="background score (default: refine.bg_threshold)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the rows here")
     parser.add_argument("--override", action="append", default=[], help="Hydra override")
     args = parser.parse_args()
@@ -81,7 +81,7 @@ def main() -> None:
         truth = split.ground_truth(sample)
         cams = folder.read_maps(sample.image_id, sample.labels)
         size = working_size(image.shape[:2], max_side)
-        small = np.array(Image.fromarray(image).resize(size[::-1], Image.BILINEAR))
+        small = at_working_size(image, max_side)
         maps = F.interpolate(torch.from_numpy(cams)[None], size, mode="bilinear", antialias=True)
         maps = maps[0].numpy()
         for k, irn in enumerate(settings):

@@ -134,7 +134,8 @@ def test_irn_propagation_never_leaves_the_images_classes(boundary_checkpoint):
     prediction = predictor.predict(image, [1, 4])
     assert prediction.cams.shape == (2, 40, 56) and prediction.cams.max() == pytest.approx(1)
     assert set(np.unique(prediction.label_map)) <= {0, 2, 5}
-    assert predictor.rule.bg_threshold == 0.25, "IRN's background score"
+    # IRN's is 0.25; 0.40 was best on VOC's tune photos for every boundary network (README)
+    assert predictor.rule.bg_threshold == 0.40, "the walk's background score, not the CAM's"
 
 
 def test_training_the_boundary_net_lowers_its_loss():

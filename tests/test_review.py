@@ -35,7 +35,8 @@ def reviewed_run(tiny_dataset, tmp_path_factory):
     split = load_split(tiny_dataset, "eval.csv")
     # ids with characters a URL gives a meaning to ('#' starts a fragment, '?' a query)
     odd = [
-        replace(s, image_id=i, file_name=f"{i}.png") for s, i in zip(split.samples, ["a#1", "b?2"])
+        replace(s, image_id=i, file_name=f"{i}.png")
+        for s, i in zip(split.samples[:2], ["a#1", "b?2"], strict=True)
     ]
     split = replace(split, samples=(*odd, *split.samples[2:]))
     out = tmp_path_factory.mktemp("run")
