@@ -109,7 +109,8 @@ def main() -> None:
     print(f"WEIGHTS = {weights}  # intercept, then {', '.join(FEATURES)}")
     print("\n| signal | Spearman with the image's IoU (report) |")
     print("| --- | --- |")
-    print(f"| quality estimate (fitted here) | {spearmanr(estimated, truth)[0]:.3f} |")
+    fitted_here = "fitted here" if args.tune != args.report else "fitted here, in-sample: no result"
+    print(f"| quality estimate ({fitted_here}) | {spearmanr(estimated, truth)[0]:.3f} |")
     print(f"| quality estimate (wsss's WEIGHTS) | {spearmanr(shipped, truth)[0]:.3f} |")
     print(f"| score alone (mean map value in the masks) | {spearmanr(score, truth)[0]:.3f} |")
     region_truth = [r["iou"] for r in regions]
@@ -136,7 +137,8 @@ def main() -> None:
                                                 "random": random}  # fmt: skip
     print(f"(all {len(report)} images: {everything:.4f})")
     figures["kept_miou"]["all"] = everything
-    print(f"figures: {save_result('fit_quality', figures, args.json)}")
+    name = args.json.stem if args.json else "fit_quality"
+    print(f"figures: {save_result(name, figures, args.json)}")
 
 
 if __name__ == "__main__":
