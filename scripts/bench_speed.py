@@ -41,7 +41,14 @@ from wsss.data import load_image
 from wsss.data.voc import VOC_CLASSES
 from wsss.export import coco_annotations
 from wsss.io import write_json
-from wsss.masks import CRFSettings, IrnSettings, MaskPredictor, ThresholdSettings, working_size
+from wsss.masks import (
+    CRFSettings,
+    IrnSettings,
+    MaskPredictor,
+    ThresholdSettings,
+    at_working_size,
+    working_size,
+)
 from wsss.masks.crf import crf_label_map
 from wsss.masks.random_walk import path_affinities, random_walk
 from wsss.models import load_checkpoint
@@ -64,7 +71,7 @@ def photo(root: Path, image_id: str | None):
 def views(image: np.ndarray, cam: ClassifierCam) -> list[torch.Tensor]:
     """The forward passes' inputs: each scale's view with its mirror, as MaskPredictor does."""
     size = working_size(image.shape[:2], cam.max_side)
-    small = np.array(Image.fromarray(image).resize(size[::-1], Image.BILINEAR))
+    small = at_working_size(image, cam.max_side)
     x = torch.from_numpy(small).permute(2, 0, 1)[None].float() / 255
     out = []
     for scale in cam.scales:
@@ -229,7 +236,7 @@ def stage_times(image, classes, model, cam, args) -> dict[str, float]:
     """Seconds per photo of each stage at the defaults, timed in turn."""
     predictor = MaskPredictor(model, cam, ThresholdSettings())
     size = working_size(image.shape[:2], cam.max_side)
-    small = np.array(Image.fromarray(image).resize(size[::-1], Image.BILINEAR))
+    small = at_working_size(image, cam.max_side)
     maps = predictor.maps([image], [classes])[0]
     working = F.interpolate(torch.from_numpy(maps)[None], size, mode="bilinear", antialias=True)
     working = working[0].numpy()

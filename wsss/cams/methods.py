@@ -11,6 +11,8 @@ Adding a method is one class (or, for a gradient method, one formula decorated w
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
@@ -22,10 +24,12 @@ from torch import nn
 from wsss.cams._capture import preserved_modes, resolve_layer
 from wsss.cams.engines import (
     GradientFormula,
+    check_target_classes,
     class_activation_maps,
     gradient_cams,
     score_cams,
 )
+from wsss.cams.prototypes import PrototypeFitSettings, Prototypes, prototype_maps
 from wsss.cams.tokens import Reshape
 from wsss.errors import ConfigError
 from wsss.registry import Registry
@@ -149,6 +153,55 @@ class ClassifierCam(CamSettings):
             else (torch.device("cpu"))
         )
         return super().bind(accelerated(model, self.backend, device))
+
+
+@CAM_METHODS.register("lpcam")
+@dataclass
+class PrototypeCam(ClassifierCam):
+    """LPCAM (Chen et al., CVPR 2023): each class's map is the mean cosine similarity of the
+    features to its foreground prototypes minus that to its context prototypes, cluster centres
+    of the training photos' features (:mod:`wsss.cams.prototypes`). Needs ``prototypes``, a file
+    of :class:`~wsss.cams.prototypes.Prototypes`: ``generate_masks`` fits one on the train split
+    with ``fit`` when it is unset, and caches it."""
+
+    method: str = "lpcam"
+    prototypes: str | None = None
+    fit: PrototypeFitSettings = field(default_factory=PrototypeFitSettings)
+
+    def validate(self) -> None:
+        super().validate()
+        self.fit.validate()
+
+    def maps(self, model, images, targets, layer, reshape=None):
+        if not self.prototypes:
+            raise ConfigError(
+                "cam=lpcam needs cam.prototypes=<prototypes.pt> (generate_masks fits them on "
+                "the train split when it is unset)"
+            )
+        prototypes = _load_prototypes(self.prototypes)
+        if len(prototypes.foreground) != model.num_classes:
+            raise ConfigError(
+                f"{self.prototypes}: prototypes of {len(prototypes.foreground)} classes for a "
+                f"classifier of {model.num_classes}"
+            )
+        check_target_classes(targets, images.shape[0], model.num_classes)
+        with torch.inference_mode():
+            features = model.forward_features(images)
+            return prototype_maps(features, model.cam_weights, prototypes, targets)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_prototypes_at(path: str, modified: float) -> Prototypes:
+    return Prototypes.load(path)
+
+
+def _load_prototypes(path: str) -> Prototypes:
+    """The prototypes at ``path``, read once per version of the file."""
+    try:
+        modified = os.stat(path).st_mtime
+    except OSError:
+        modified = -1.0  # Prototypes.load names the missing file
+    return _load_prototypes_at(path, modified)
 
 
 GRADIENT_FORMULAS: dict[str, GradientFormula] = {}

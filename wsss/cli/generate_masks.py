@@ -13,11 +13,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from wsss import distributed
+from wsss.cams.methods import PrototypeCam
 from wsss.cli import common
 from wsss.cli.config import GenerateMasksCommand
 from wsss.data.screen import BadImages
 from wsss.engine import irn_stages
 from wsss.engine.generation import generate_pseudo_masks
+from wsss.engine.prototype_stage import prototypes_for
 from wsss.engine.run_result import ClassifierFacts, summary_rows, summary_table
 from wsss.errors import ConfigError
 from wsss.masks import IrnSettings, MaskPredictor
@@ -38,6 +40,13 @@ def run(config: GenerateMasksCommand, out: Path) -> float | None:
             f"{checkpoint}: classifier classes {list(classifier.class_names)} differ from the "
             f"dataset's {list(split.class_names)}"
         )
+    if isinstance(config.cam, PrototypeCam) and not config.cam.prototypes:
+        log.info("cam=lpcam without prototypes: fitting them on the %r split", config.train_split)
+        fitted = prototypes_for(
+            classifier, config.dataset, config.train_split, config.cam,
+            Path(config.cache_dir).expanduser(), device=device, bad=bad,
+        )  # fmt: skip
+        config = replace(config, cam=replace(config.cam, prototypes=str(fitted)))
     refine = config.refine
     if isinstance(refine, IrnSettings) and not refine.checkpoint:
         refine = replace(refine, checkpoint=str(_boundary_network(config, classifier, device, bad)))

@@ -95,9 +95,18 @@ def working_size(size: tuple[int, int], max_side: int | None) -> tuple[int, int]
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+def at_working_size(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    """``image`` (H, W, 3 uint8) shrunk to :func:`working_size` (itself when it fits), with
+    PIL's antialiasing bilinear filter: the resolution maps and the CRF work at."""
+    size = working_size(image.shape[:2], max_side)
+    if size == image.shape[:2]:
+        return image
+    return np.array(Image.fromarray(image).resize(size[::-1], Image.BILINEAR))
+
+
 def label_rule(mask: ThresholdSettings, refine: RefineSettings | None) -> ThresholdSettings:
     """The threshold rule label maps are made with: the ``mask`` group's, unless the map refiner
-    sets its own background score (IRN's walked maps are compared with a fixed 0.25)."""
+    sets its own background score (IRN's walked maps are compared with a fixed one)."""
     if refine is None or refine.bg_threshold is None:
         return mask
     return replace(mask, rule="fixed", bg_threshold=refine.bg_threshold)
@@ -165,7 +174,10 @@ class MaskPredictor:
             refiner.pop("bg_threshold")
             if refiner.get("checkpoint"):  # a checkpoint retrained in place makes new maps
                 refiner["checkpoint"] = file_digest(refiner["checkpoint"])
-        parts = [weights_digest(self.model), asdict(self.cam), self.amp]
+        cam = asdict(self.cam)
+        if cam.get("prototypes"):  # LPCAM's: refitted in place, they make new maps
+            cam["prototypes"] = file_digest(cam["prototypes"])
+        parts = [weights_digest(self.model), cam, self.amp]
         parts += [refiner] if refiner else []
         return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
@@ -189,12 +201,7 @@ class MaskPredictor:
         sizes = {image.shape for image in images}
         if len(sizes) != 1:
             raise ValueError(f"images of one batch must share a size, got {sorted(sizes)}")
-        height, width = images[0].shape[:2]
-        size = working_size((height, width), self.cam.max_side)
-        if size != (height, width):  # PIL's resampling filters antialias when shrinking
-            images = [
-                np.array(Image.fromarray(im).resize(size[::-1], Image.BILINEAR)) for im in images
-            ]
+        images = [at_working_size(im, self.cam.max_side) for im in images]
         batch = torch.stack([torch.from_numpy(np.require(im, np.uint8, "CW")) for im in images])
         batch = batch.permute(0, 3, 1, 2).to(self.device).float().div_(255)
         return batch.contiguous(memory_format=torch.channels_last)
@@ -348,7 +355,7 @@ class MaskPredictor:
         size = working_size(image.shape[:2], self.cam.max_side)
         cams = prediction.cams
         if size != image.shape[:2]:
-            image = np.array(Image.fromarray(image).resize(size[::-1], Image.BILINEAR))
+            image = at_working_size(image, self.cam.max_side)
             small = F.interpolate(
                 torch.from_numpy(cams)[None], size, mode="bilinear", antialias=True
             )
