@@ -204,6 +204,57 @@ def test_tune_threshold(workspace, saved_run):
     assert f"| otsu | {rules['otsu']['tune']:.4f} |" in out
 
 
+def test_error_analysis(workspace, saved_run):
+    """The three kinds of error add up to the pixels the masks get wrong, counted here directly."""
+    import numpy as np
+    from PIL import Image
+
+    from wsss.cli.config import compose_config
+
+    root, cache, _ = workspace
+    overrides = [a for o in GENERATE_TINY[:3] for a in ("--override", o)]
+    out = script("error_analysis.py", "--run", str(saved_run), "--split", "eval", "--band", "1",
+                 *overrides, "--json", str(saved_run.parent / "e.json"), cwd=root,
+                 cache=cache)  # fmt: skip
+    figures = json.loads((saved_run.parent / "e.json").read_text())["figures"]
+    run = figures["runs"]["saved"]
+    split = compose_config("evaluate", GENERATE_TINY[:3] + [f"cache_dir={cache}"]).dataset.load(
+        "eval", cache_dir=cache
+    )
+    wrong = scored = 0
+    for sample in split.samples:
+        truth = split.ground_truth(sample)
+        pred = np.asarray(Image.open(saved_run / "masks" / f"{sample.image_id}.png"))
+        pred = np.where(pred == 255, 0, pred)
+        wrong += int(((pred != truth) & (truth != 255)).sum())
+        scored += int((truth != 255).sum())
+    assert run["pixels"] == scored and run["images"] == len(split.samples)
+    total = sum(run["overall"][k]["share"] for k in ("spill", "missed", "confused"))
+    assert total == pytest.approx(wrong / scored)
+    assert all(0 <= run["overall"][k]["near_boundary"] <= run["overall"][k]["share"]
+               for k in ("spill", "missed", "confused"))  # fmt: skip
+    assert f"| saved | {run['overall']['spill']['share']:.3f} (" in out
+
+
+def test_error_counts_by_hand(monkeypatch):
+    """A 3x4 image: truth background left, class 1 right; each kind of error placed by hand."""
+    import numpy as np
+
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    from error_analysis import boundary_band, error_counts
+
+    truth = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [0, 0, 1, 255]], np.uint8)
+    pred = np.array([[1, 0, 1, 1], [0, 0, 0, 2], [0, 255, 1, 2]], np.uint8)
+    near = boundary_band(truth, 0)
+    assert near.astype(int).tolist() == [[0, 1, 1, 0], [0, 1, 1, 1], [0, 1, 1, 1]]
+    counts, scored = error_counts(pred, truth, near, num_labels=3)
+    assert scored == 11  # the 255 truth pixel is not scored
+    assert counts[0, 1].tolist() == [0, 1]  # spill at (0, 0), charged to class 1, inside
+    assert counts[1, 1].tolist() == [1, 0]  # missed at (1, 2), near the boundary
+    assert counts[2, 1].tolist() == [1, 0]  # confused at (1, 3) as class 2 ((2, 3) is ignored)
+    assert counts.sum() == 3  # pred 255 at (2, 1) on true background is background: no error
+
+
 def test_fit_quality(workspace, saved_run):
     root, cache, _ = workspace
     overrides = [a for o in GENERATE_TINY[:3] for a in ("--override", o)]
