@@ -255,6 +255,23 @@ def test_error_counts_by_hand(monkeypatch):
     assert counts.sum() == 3  # pred 255 at (2, 1) on true background is background: no error
 
 
+def test_mutation_score(tmp_path):
+    """mutmut's verdicts counted per module: kills and timeouts over every checked mutant."""
+    meta = tmp_path / "mutants" / "wsss" / "masks" / "threshold.py.meta"
+    meta.parent.mkdir(parents=True)
+    codes = {"m1": 1, "m2": 0, "m3": 36, "m4": 33, "m5": None, "m6": 1}
+    meta.write_text(json.dumps({"exit_code_by_key": codes}))
+    out = script("mutation_score.py", "--mutants", str(tmp_path / "mutants"), "--json",
+                 str(tmp_path / "mutation.json"), cwd=tmp_path, cache=tmp_path)  # fmt: skip
+    module = json.loads((tmp_path / "mutation.json").read_text())["figures"]["modules"][
+        "wsss/masks/threshold.py"
+    ]
+    assert module["killed"] == 2 and module["survived"] == 1 and module["timeout"] == 1
+    assert module["no tests"] == 1 and module["mutants"] == 6
+    assert module["killed_share"] == pytest.approx(3 / 5)  # the unchecked one left out
+    assert "| wsss/masks/threshold.py | 6 | 2 | 1 | 1 | 1 | 0.600 |" in out
+
+
 def test_fit_quality(workspace, saved_run):
     root, cache, _ = workspace
     overrides = [a for o in GENERATE_TINY[:3] for a in ("--override", o)]
