@@ -284,6 +284,47 @@ def test_an_interrupted_training_resumes_to_the_weights_of_an_uninterrupted_one(
     )["epoch"] == 1  # fmt: skip
 
 
+def test_an_interrupted_segmentation_training_resumes_to_the_weights_of_an_uninterrupted_one(
+    tiny_dataset, tmp_path
+):
+    """The segmentation model's training saves each finished epoch too: stopped in its third
+    epoch and run again, it continues after the second, to the weights of one straight run."""
+    from wsss.engine.segmentation import SegmentationSettings, train_segmentation
+    from wsss.models.segmentation import build_segmentation_model
+
+    split = load_split(tiny_dataset, "eval.csv")
+    samples = list(split.samples)
+    settings = SegmentationSettings(epochs=3, batch_size=4, crop_size=32)
+    per_epoch = len(samples) // 4 * 4  # drop_last: the images one epoch reads
+
+    def trained(state=None, stop_after=None):
+        torch.manual_seed(0)
+        model = build_segmentation_model(settings.model, len(split.class_names) + 1, None)
+        read = []
+
+        def targets(sample, size):
+            read.append(sample.image_id)
+            if stop_after is not None and len(read) > stop_after:
+                raise KeyboardInterrupt
+            return split.ground_truth(sample, size)
+
+        history = train_segmentation(model, samples, targets, settings, seed=3,
+                                     state_path=state, state_key="k")  # fmt: skip
+        return model, history, len(read)
+
+    straight, history, _ = trained()
+    state = tmp_path / "training_state.pt"
+    with pytest.raises(KeyboardInterrupt):
+        trained(state, stop_after=2 * per_epoch + 1)
+    assert torch.load(state, weights_only=True)["epoch"] == 2
+    resumed, resumed_history, reads = trained(state)
+    assert reads == per_epoch, "only the third epoch ran again"
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(),
+                            strict=True):  # fmt: skip
+        assert torch.equal(a, b), name
+    assert resumed_history["train_loss"] == history["train_loss"]
+
+
 def test_ctrl_c_during_training_says_how_to_resume_without_a_traceback(tmp_path):
     cache = tmp_path / "cache"
     out = tmp_path / "run"

@@ -7,8 +7,11 @@ Writes ``model.pt`` (a state dict: ``torch.load(..., weights_only=True)``) and `
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -53,6 +56,12 @@ def run(config: TrainSegmentationCommand, out: Path) -> float:
     log.info(
         "training %s on %d images (targets: %s)", settings.model, len(train_split), config.targets
     )
+    # an interrupted training resumes after its last finished epoch when rerun into this folder
+    # with the same settings (a folder of other settings is refused before this point)
+    state = out / "training_state.pt"
+    ids = [s.image_id for s in train_split.samples]
+    key = json.dumps([asdict(settings), config.targets, config.pseudo_masks, config.rejected, ids,
+                      config.seed], default=str)  # fmt: skip
     history = train_segmentation(
         model,
         list(train_split.samples),
@@ -61,8 +70,11 @@ def run(config: TrainSegmentationCommand, out: Path) -> float:
         device,
         num_workers=config.num_workers,
         seed=config.seed,
+        state_path=state,
+        state_key=hashlib.sha256(key.encode()).hexdigest()[:16],
     )
     save_torch(out / "model.pt", model.state_dict())
+    state.unlink(missing_ok=True)  # model.pt holds what a resume would need
     confusion = evaluate_segmentation(model, eval_split, device)
     metrics = {
         "targets": config.targets,
@@ -82,4 +94,4 @@ def run(config: TrainSegmentationCommand, out: Path) -> float:
     return confusion.miou
 
 
-main = common.command("train_segmentation")(run)
+main = common.command("train_segmentation", finished="metrics.json")(run)

@@ -33,6 +33,7 @@ from wsss.data.coco import paint_instances
 from wsss.data.images import load_image, load_label_map
 from wsss.data.split import LabelledSplit, Sample
 from wsss.engine.run_folder import RunFolder
+from wsss.engine.training import load_training_state, save_training_state
 from wsss.errors import ConfigError, DataError
 from wsss.export.report import Rejections
 from wsss.masks import IGNORE
@@ -253,9 +254,16 @@ def train_segmentation(
     *,
     num_workers: int = 0,
     seed: int = 0,
+    state_path: Path | None = None,
+    state_key: str = "",
 ) -> dict[str, float]:
     """Train ``model`` in place with SGD + poly schedule; 255 target pixels are ignored.
-    ``seed`` seeds shuffling and augmentation (the initial weights are the caller's)."""
+    ``seed`` seeds shuffling and augmentation (the initial weights are the caller's).
+
+    ``state_path``: after every epoch but the last the training state is saved there, and a
+    later call with the same path and ``state_key`` resumes after the last saved epoch, to the
+    weights an uninterrupted run reaches (see :func:`~wsss.engine.training.train_classifier`)."""
+
     settings.validate()
     device = torch.device(device)
     torch.manual_seed(seed)
@@ -276,8 +284,14 @@ def train_segmentation(
         momentum=settings.momentum,
         weight_decay=settings.weight_decay,
     )
-    total, step, loss_value = settings.epochs * len(loader), 0, math.nan
-    for epoch in range(1, settings.epochs + 1):
+    total, step, loss_value, first = settings.epochs * len(loader), 0, math.nan, 1
+    if state_path is not None and Path(state_path).is_file():
+        saved = load_training_state(state_path, state_key, model, optimizer, loader)
+        if saved is not None:
+            step, first, loss_value = saved["step"], saved["epoch"] + 1, saved["train_loss"]
+            log.info("resuming segmentation training after epoch %d of %d (%s)",
+                     saved["epoch"], settings.epochs, state_path)  # fmt: skip
+    for epoch in range(first, settings.epochs + 1):
         running, seen = 0.0, 0
         bar = tqdm(loader, desc=f"segmentation epoch {epoch}/{settings.epochs}", leave=False)
         for images, labels in bar:
@@ -294,6 +308,9 @@ def train_segmentation(
             bar.set_postfix(loss=f"{running / seen:.4f}")
         loss_value = running / max(seen, 1)
         log.info("segmentation epoch %d/%d  loss %.4f", epoch, settings.epochs, loss_value)
+        if state_path is not None and epoch < settings.epochs:
+            state = {"key": state_key, "epoch": epoch, "train_loss": loss_value}
+            save_training_state(state_path, state, model, optimizer, step, loader)
     model.eval()
     return {"epochs": settings.epochs, "train_loss": loss_value}
 

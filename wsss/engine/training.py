@@ -212,11 +212,12 @@ def train_classifier(
     metrics: dict[str, float] = {}
     first = 1
     if state_path is not None and Path(state_path).is_file():
-        saved = _load_state(state_path, state_key, model, optimizer, steps, scaler, loader)
-        first, metrics = saved["epoch"] + 1, saved["metrics"]
-        train_seconds, val_seconds = saved["train_seconds"], saved["val_seconds"]
-        log.info("resuming training after epoch %d of %d (%s)", saved["epoch"], settings.epochs,
-                 state_path)  # fmt: skip
+        saved = load_training_state(state_path, state_key, model, optimizer, loader, scaler)
+        if saved is not None:
+            steps.step, first, metrics = saved["step"], saved["epoch"] + 1, saved["metrics"]
+            train_seconds, val_seconds = saved["train_seconds"], saved["val_seconds"]
+            log.info("resuming training after epoch %d of %d (%s)", saved["epoch"],
+                     settings.epochs, state_path)  # fmt: skip
     for epoch in range(first, settings.epochs + 1):
         if sampler is not None:
             sampler.set_epoch(epoch)
@@ -244,7 +245,7 @@ def train_classifier(
             # after the last epoch the caller saves the checkpoint itself
             state = {"key": state_key, "epoch": epoch, "metrics": metrics,
                      "train_seconds": train_seconds, "val_seconds": val_seconds}  # fmt: skip
-            _save_state(state_path, state, model, optimizer, steps, scaler, loader)
+            save_training_state(state_path, state, model, optimizer, steps.step, loader, scaler)
     if world > 1:  # every rank's skips, once each, in every rank's record
         for entries in distributed.all_gather_object(list(bad.skipped)):
             for entry in entries:
@@ -254,11 +255,15 @@ def train_classifier(
     return metrics
 
 
-def _save_state(path, state: dict, model, optimizer, steps: _Steps, scaler, loader) -> None:
-    """The state a resumed training needs to continue as if never stopped (atomic)."""
+def save_training_state(
+    path, state: dict, model, optimizer, step: int, loader, scaler=None
+) -> None:
+    """The state a resumed training needs to continue as if never stopped (atomic): ``state``
+    (the caller's key, epoch, metrics), the weights, the optimiser, the step, the random
+    generators (torch, numpy, Python's, the loader's) and the loss scaler's, if any."""
     save_torch(path, {
-        **state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "step": steps.step, "scaler": scaler.state_dict(),
+        **state, "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+        "scaler": scaler.state_dict() if scaler is not None else {},
         "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_state(),
                 "python": random.getstate(), "loader": loader.generator.get_state()},
     })  # fmt: skip
@@ -277,20 +282,22 @@ def _set_numpy_state(state: dict) -> None:
                          state["gauss"]))  # fmt: skip
 
 
-def _load_state(path, key: str, model, optimizer, steps: _Steps, scaler, loader) -> dict:
-    fresh = {"epoch": 0, "metrics": {}, "train_seconds": 0.0, "val_seconds": 0.0}
+def load_training_state(path, key: str, model, optimizer, loader, scaler=None) -> dict | None:
+    """What :func:`save_training_state` saved at ``path``, restored into the model, optimiser,
+    generators (and scaler); None (with a warning) when it was saved under another ``key`` or
+    cannot be read, and the training starts from its first epoch."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if state.get("key") != key:
             log.warning("%s: saved by a training with other settings; not resumed", path)
-            return fresh
+            return None
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
+        if scaler is not None and state["scaler"]:
+            scaler.load_state_dict(state["scaler"])
     except Exception as exc:  # a damaged state file: say so, train from the start
         log.warning("%s: cannot resume from it (%s); training from the first epoch", path, exc)
-        return fresh
-    steps.step = state["step"]
+        return None
     torch.set_rng_state(state["rng"]["torch"])
     _set_numpy_state(state["rng"]["numpy"])
     random.setstate(state["rng"]["python"])
