@@ -36,10 +36,22 @@ def demo_block(readme: str) -> str:
     return re.search(r"```\n(.*?)```", section, re.S).group(1)
 
 
+def row_labels(table: str) -> list[str]:
+    """The left column of a printed summary table (its rows are indented by two spaces and
+    separated from their values by at least two)."""
+    return [line.strip().split("  ")[0] for line in table.splitlines() if line.startswith("  ")]
+
+
 def demo_drift(readme: str, summary: dict, tolerance: float) -> list[str]:
-    """The demo block's figures that differ from ``summary`` by more than ``tolerance``."""
+    """The demo block's rows that the run with ``summary`` does not print (or prints and the
+    block lacks), and its figures that differ from ``summary`` by more than ``tolerance``."""
+    from wsss.engine.run_result import summary_rows, summary_table
+
     block = demo_block(readme)
     drifted = []
+    printed, shown = row_labels(summary_table(summary_rows(summary))), row_labels(block)
+    if printed != shown:
+        drifted.append(f"rows: the README shows {shown}, the demo prints {printed}")
     for pattern, key in DEMO_ROWS.items():
         found = re.search(pattern, block)
         if found is None:
