@@ -7,6 +7,7 @@ folder, a container running as another user or a web server can read what wsss w
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -68,6 +69,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def json_digest(parts: Any) -> str:
+    """A short digest of ``parts`` written as JSON with sorted keys (a value JSON cannot hold as
+    its ``str``): the name of a cached stage, or the key a resumed training checks."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

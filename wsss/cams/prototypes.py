@@ -158,23 +158,23 @@ def fit_prototypes(
             selected = cam > settings.select_threshold
             inside[c].append(flat[selected].half())
             outside[c].append(flat[~selected].half())
+
+    def centres_of(parts: list[torch.Tensor], c: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The k-means centres of class c's features and the classifier's softmax
+        probability of c for each (none for no features)."""
+        rows = torch.cat(parts) if parts else weights.new_zeros(0, weights.shape[1])
+        if not len(rows):
+            return rows, rows.new_zeros(0)
+        centres, _ = cosine_kmeans(rows, settings.clusters, settings.iterations, settings.seed)
+        return centres, torch.softmax(centres @ weights.T, dim=1)[:, c]
+
     foreground, context = [], []
-    empty = torch.zeros(0, weights.shape[1])
     for c in range(num_classes):
-        kept_fg, kept_ctx = empty, empty
-        if inside[c] and sum(len(t) for t in inside[c]):
-            centres, _ = cosine_kmeans(
-                torch.cat(inside[c]), settings.clusters, settings.iterations, settings.seed
-            )
-            probability = torch.softmax(centres @ weights.T, dim=1)[:, c]
-            kept_fg = centres[probability > settings.class_threshold]
-        if outside[c] and sum(len(t) for t in outside[c]):
-            centres, _ = cosine_kmeans(
-                torch.cat(outside[c]), settings.clusters, settings.iterations, settings.seed
-            )
-            probability = torch.softmax(centres @ weights.T, dim=1)[:, c]
-            between = (probability > settings.context_low) & (probability < settings.context_high)
-            kept_ctx = centres[between]
+        centres, probability = centres_of(inside[c], c)
+        kept_fg = centres[probability > settings.class_threshold]
+        centres, probability = centres_of(outside[c], c)
+        kept_ctx = centres[(probability > settings.context_low)
+                           & (probability < settings.context_high)]  # fmt: skip
         if not len(kept_fg):
             log.warning(
                 "LPCAM: no foreground prototype of %r passed the class threshold %.2f; its "

@@ -7,8 +7,6 @@ Writes ``model.pt`` (a state dict: ``torch.load(..., weights_only=True)``) and `
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from dataclasses import asdict
@@ -28,7 +26,7 @@ from wsss.engine.segmentation import (
     training_targets,
 )
 from wsss.export.report import read_rejections
-from wsss.io import save_torch, write_json
+from wsss.io import json_digest, save_torch, write_json
 from wsss.models.segmentation import build_segmentation_model
 
 log = logging.getLogger("wsss.train_segmentation")
@@ -60,8 +58,8 @@ def run(config: TrainSegmentationCommand, out: Path) -> float:
     # with the same settings (a folder of other settings is refused before this point)
     state = out / "training_state.pt"
     ids = [s.image_id for s in train_split.samples]
-    key = json.dumps([asdict(settings), config.targets, config.pseudo_masks, config.rejected, ids,
-                      config.seed], default=str)  # fmt: skip
+    key = json_digest([asdict(settings), config.targets, config.pseudo_masks, config.rejected, ids,
+                       config.seed])  # fmt: skip
     history = train_segmentation(
         model,
         list(train_split.samples),
@@ -71,7 +69,7 @@ def run(config: TrainSegmentationCommand, out: Path) -> float:
         num_workers=config.num_workers,
         seed=config.seed,
         state_path=state,
-        state_key=hashlib.sha256(key.encode()).hexdigest()[:16],
+        state_key=key,
     )
     save_torch(out / "model.pt", model.state_dict())
     state.unlink(missing_ok=True)  # model.pt holds what a resume would need

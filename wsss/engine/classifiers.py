@@ -3,8 +3,6 @@ that the next run with the same data, model and recipe reuses it."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -17,6 +15,7 @@ from wsss.data.screen import BadImages
 from wsss.data.split import LabelledSplit
 from wsss.engine.training import TrainSettings, train_classifier
 from wsss.errors import ConfigError, DataError
+from wsss.io import json_digest
 from wsss.models import LoadedClassifier, ModelSpec, create_classifier, load_checkpoint
 from wsss.models import save_checkpoint as save_classifier
 
@@ -100,7 +99,7 @@ def cache_key(
         "seed": seed,
         "versions": [GENERATOR_VERSION, CHECKPOINT_VERSION],
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+    return json_digest(parts)
 
 
 def checkpoint_or_cached(

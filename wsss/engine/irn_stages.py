@@ -13,8 +13,6 @@ reuses both stages, and a change anywhere upstream makes new ones.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -30,16 +28,13 @@ from wsss.engine.generation import generate_pseudo_masks
 from wsss.engine.segmentation import MaskTargets
 from wsss.errors import ConfigError
 from wsss.export import ExportSettings
+from wsss.io import json_digest
 from wsss.masks import CRFSettings, MaskPredictor, ThresholdSettings
 from wsss.models import LoadedClassifier
 from wsss.models.boundary import save_affinity
 from wsss.models.classifier import weights_digest
 
 log = logging.getLogger(__name__)
-
-
-def _key(parts: dict) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def seeds_for(
@@ -59,7 +54,7 @@ def seeds_for(
     uncertain between) of every image of ``split``, generated once and cached."""
     if crf.mode != "label":
         raise ConfigError("IRN's seeds come from the CRF's label mode: irn_seeds.mode=label")
-    key = _key({
+    key = json_digest({
         "classifier": weights_digest(classifier.model),
         "dataset": asdict(dataset), "split": split,
         "cam": asdict(cam), "crf": {**asdict(crf), "workers": None},
@@ -95,7 +90,7 @@ def affinity_for(
 ) -> Path:
     """The boundary network trained on ``seeds`` (a run folder of ``split``'s CRF seeds) on the
     classifier's frozen backbone, trained once and cached; returns its checkpoint."""
-    key = _key({
+    key = json_digest({
         "classifier": weights_digest(classifier.model), "seeds": Path(seeds).name,
         "dataset": asdict(dataset), "split": split, "affinity": asdict(settings), "seed": seed,
     })  # fmt: skip

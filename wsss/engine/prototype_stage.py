@@ -10,8 +10,6 @@ and the fit settings, so a rerun reuses the file and a change anywhere upstream 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -27,6 +25,7 @@ from wsss.data import load_image
 from wsss.data.datasets import DatasetSettings
 from wsss.data.screen import BadImages
 from wsss.errors import DataError
+from wsss.io import json_digest
 from wsss.masks.predictor import at_working_size
 from wsss.models import LoadedClassifier
 from wsss.models.classifier import weights_digest
@@ -49,8 +48,7 @@ def prototypes_for(
         "classifier": weights_digest(classifier.model), "dataset": asdict(dataset),
         "split": split, "max_side": cam.max_side, "fit": asdict(cam.fit),
     }  # fmt: skip
-    key = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    path = Path(cache_dir) / "prototypes" / key / "prototypes.pt"
+    path = Path(cache_dir) / "prototypes" / json_digest(parts) / "prototypes.pt"
     if path.is_file():
         log.info("reusing the LPCAM prototypes %s", path)
         return path
