@@ -26,7 +26,11 @@ def test_demo_cam_baseline_lands_in_the_calibrated_band(tmp_path):
     assert summary["trained_in_this_run"] and summary["images"] == 200
     assert 0.40 <= summary["miou"] <= 0.70
     assert summary["classifier_val_map"] > 0.8
-    assert summary["best_threshold_miou"] >= summary["miou"]
+    # Otsu's per-image rule needs no ground truth; the best single threshold, chosen on ground
+    # truth, is the papers' protocol. Per-image Otsu may beat every fixed threshold (the demo
+    # once measured 0.6080 against 0.6072), but it must not be far from the oracle's choice.
+    assert 0.05 <= summary["best_threshold"] <= 0.95
+    assert abs(summary["best_threshold_miou"] - summary["miou"]) < 0.05
 
 
 @pytest.mark.slow
