@@ -5,11 +5,11 @@ would run it, then scored as the papers score pseudo-masks:
 
 1. ``python -m wsss.generate_masks preset=photos`` end to end, timed: it trains the classifier
    on the image-level labels of 9 in 10 photos (``fit``; validated on the held-out tenth,
-   ``heldout``, which it never trains on), makes the CRF seeds of the fit photos, trains IRN's
-   boundary network on them, and labels all 1,464 photos with the walked maps. Everything it
-   makes is cached under ``--out``/cache, so the rows below reuse its maps;
-2. the same classifier's maps without the walk (``refine=none``: the *seed*), and with the dense
-   CRF instead (``crf=dense``: *seed + CRF*);
+   ``heldout``, which it never trains on), fits LPCAM's class prototypes on the fit photos and
+   labels all 1,464 photos with LPCAM's maps refined by the dense CRF. Everything it makes is
+   cached under ``--out``/cache, so the rows below reuse its classifier;
+2. the same classifier's plain CAM (``cam=cam refine=none``: the *seed*), CAM with the dense
+   CRF (*seed + CRF*), IRN's walk from the CAM (*walk*), and LPCAM without the CRF (*lpcam*);
 3. ``wsss.evaluate`` of each on the *report* photos (two in three; the other third, ``tune``,
    is where defaults are chosen) and the tune photos: mIoU with the GT-free default rule, mIoU
    at the background threshold swept on the ground truth (the papers' protocol for CAM: an
@@ -207,8 +207,8 @@ def main() -> None:
         action="append",
         default=[],
         metavar="NAME=OVERRIDES",
-        help="another mask run from the same classifier, e.g. 'walk_crf=crf=dense'"
-        " (overrides separated by spaces)",
+        help="another mask run from the same classifier, e.g."
+        " 'walk+crf=cam=cam refine=irn crf=dense' (overrides separated by spaces)",
     )
     parser.add_argument("--timing-images", type=int, default=8)
     parser.add_argument("--json", type=Path, default=None, help="(default: results/)")
@@ -226,13 +226,14 @@ def main() -> None:
     preset += [f"train.epochs={args.epochs}"] * bool(args.epochs) + args.generate
     config = compose_config("generate_masks", [*data, *preset])
 
-    # 1. The one command, end to end; 2. the seed (CAM), seed + CRF and IRN's walk from its
-    # cached maps (and classifier). A row whose settings equal an earlier row's reuses its run.
+    # 1. The one command, end to end; 2. the seed (CAM), seed + CRF, IRN's walk and LPCAM without
+    # the CRF from its cached classifier. A row whose settings equal an earlier row's reuses it.
     runs = {
         "preset": [],
-        "seed": ["refine=none", "crf=none"],
-        "seed+crf": ["refine=none", "crf=dense"],
-        "walk": ["refine=irn", "crf=none"],
+        "seed": ["cam=cam", "refine=none", "crf=none"],
+        "seed+crf": ["cam=cam", "refine=none", "crf=dense"],
+        "walk": ["cam=cam", "refine=irn", "crf=none"],
+        "lpcam": ["cam=lpcam", "refine=none", "crf=none"],
     }
     if args.par:
         runs["seed+par"] = ["refine=par", "crf=none"]
@@ -244,7 +245,7 @@ def main() -> None:
     for name, extra in runs.items():
         settings = compose_config("generate_masks", [*data, *preset, *extra])
         key = repr([settings.cam, settings.mask, settings.refine, settings.crf])
-        if key in made:  # e.g. the preset is seed + CRF: one run, two rows
+        if key in made:  # a row that is the preset, say: one run, two rows
             same_as[name] = made[key]
             timing[name] = timing[made[key]]
             for part in parts:
@@ -276,9 +277,20 @@ def main() -> None:
             folder = out / f"segmentation_{name}"
             stage(f"segmentation_{name}", out, folder / "metrics.json", "wsss.train_segmentation", [
                 *data, "segmentation=lite0", *targets, "train_split=fit", "eval_split=heldout",
-                f"cache_dir={out / 'cache'}", *args.segment, f"hydra.run.dir={folder}",
+                "score_train=true", f"cache_dir={out / 'cache'}", *args.segment,
+                f"hydra.run.dir={folder}",
             ])  # fmt: skip
-            segmentation[name] = json.loads((folder / "metrics.json").read_text())["eval"]["miou"]
+            metrics = json.loads((folder / "metrics.json").read_text())
+            segmentation[name] = metrics["eval"]["miou"]
+            segmentation[f"{name}_on_fit"] = metrics["train"]["miou"]
+        # the masks it learnt from, scored on the same fit photos
+        evaluation = out / "evaluate_preset_fit"
+        stage("evaluate_preset_fit", out, evaluation / "metrics.json", "wsss.evaluate", [
+            *data, "split=fit", f"predictions={out / 'masks_preset'}",
+            f"hydra.run.dir={evaluation}",
+        ])  # fmt: skip
+        metrics = json.loads((evaluation / "metrics.json").read_text())
+        segmentation["preset_masks_on_fit"] = metrics["masks_on_disk"]["miou"]
 
     summary = json.loads((out / "masks_preset" / "summary.json").read_text())
     checkpoint = Path(summary["checkpoint"])
@@ -315,7 +327,7 @@ def main() -> None:
         "rows": {f"{n}/{p}": r for (n, p), r in results.items()},
         "segmentation_miou": segmentation,
     }
-    if len(segmentation) == 2:
+    if segmentation:
         figures["segmentation_ratio"] = segmentation["preset"] / segmentation["ground_truth"]
     print_tables(figures, runs)
     path = save_result(result_name, figures, args.json)
@@ -356,8 +368,14 @@ def print_tables(f: dict, runs) -> None:
                 f"| {shown} | {r['miou']:.4f} | {best} | {r['foreground_precision']:.3f} | "
                 f"{r['foreground_recall']:.3f} | {100 * r['uncertain_pixel_fraction']:.1f}% |"
             )
-    for name, miou in f["segmentation_miou"].items():
-        print(f"segmentation trained on {name} masks: mIoU {miou:.4f} on the held-out photos")
+    seg = f["segmentation_miou"]
+    for name in ("preset", "ground_truth"):
+        if name in seg:
+            on_fit = seg[f"{name}_on_fit"]
+            print(f"segmentation trained on {name} masks: mIoU {seg[name]:.4f} on the held-out "
+                  f"photos, {on_fit:.4f} on the fit photos it learnt from")  # fmt: skip
+    if "preset_masks_on_fit" in seg:
+        print(f"the preset's masks of the fit photos: mIoU {seg['preset_masks_on_fit']:.4f}")
     if "segmentation_ratio" in f:
         print(f"ratio pseudo-masks / ground truth: {f['segmentation_ratio']:.3f}")
 

@@ -135,7 +135,7 @@ def test_upper_bound(workspace):
         assert re.search(rf"{re.escape(label)}\s+{miou[name]:.4f}\s", out), (label, out)
     assert f"ratio (b) / (c): {miou['b'] / miou['c']:.3f}" in out
     crf = json.loads((ub / "pseudo_cam+crf" / "summary.json").read_text())
-    assert f"CAM + CRF {crf.get('crf_miou', crf['miou']):.4f}" in out
+    assert "rule_miou" in crf and f"CAM + CRF {crf['miou']:.4f}" in out
 
 
 def _ids(path: Path) -> list[str]:
@@ -144,9 +144,9 @@ def _ids(path: Path) -> list[str]:
 
 def test_bench_voc(voc_root, tmp_path):
     """The real-photo benchmark end to end on a tiny VOC-layout folder (small model, 1 epoch):
-    the preset's one command, the seed and walk rows from its cached maps (seed + CRF is the
-    preset: one run, two rows), every row scored on the report and tune photos, the
-    segmentation loop, and a results file."""
+    the preset's one command (LPCAM + CRF), the seed, seed + CRF, walk and LPCAM rows from its
+    cached classifier (a row given twice is one run, two rows), every row scored on the report
+    and tune photos, the segmentation loop, and a results file."""
     tiny = ["model=smallcnn", "model.backbone_kwargs.width=8", "train.epochs=1",
             "train.crop_size=48", "train.batch_size=8", "cam.scales=[1.0]",
             "affinity.epochs=1", "affinity.crop_size=48",
@@ -156,28 +156,54 @@ def test_bench_voc(voc_root, tmp_path):
         *[a for o in tiny for a in ("--generate", o)], "--segmentation",
         "--segment", "segmentation.epochs=1", "--segment", "segmentation.crop_size=48",
         "--segment", "segmentation.backbone_weights=null", "--timing-images", "2",
+        "--row", "cam_crf=cam=cam refine=none crf=dense",
         "--json", str(tmp_path / "bench_voc.json"), cwd=tmp_path, cache=tmp_path / "cache",
         timeout=1200,
     )  # fmt: skip
-    for row in ("| preset |", "| seed |", "| seed+crf (= preset) |", "| walk |"):
+    rows = (
+        "| preset |",
+        "| seed |",
+        "| seed+crf |",
+        "| walk |",
+        "| lpcam |",
+        "| cam_crf (= seed+crf) |",
+    )
+    for row in rows:
         assert out.count(row) == 2, row  # report and tune
     assert "report photos (16):" in out and "tune photos (8):" in out
     assert "held-out mAP" in out and "ratio pseudo-masks / ground truth" in out
     saved = json.loads((tmp_path / "bench_voc.json").read_text())
     figures = saved["figures"]
     assert saved["benchmark"] == "bench_voc" and "bench_voc.py" in saved["command"]
-    assert set(figures["rows"]) == {f"{n}/{p}" for n in ("preset", "seed", "seed+crf", "walk")
-                                    for p in ("report", "tune")}  # fmt: skip
-    assert figures["same_as"] == {"seed+crf": "preset"} and figures["complete"]
-    assert figures["rows"]["seed+crf/tune"] == figures["rows"]["preset/tune"]
+    names = ("preset", "seed", "seed+crf", "walk", "lpcam", "cam_crf")
+    assert set(figures["rows"]) == {f"{n}/{p}" for n in names for p in ("report", "tune")}
+    assert figures["same_as"] == {"cam_crf": "seed+crf"} and figures["complete"]
+    assert figures["rows"]["cam_crf/tune"] == figures["rows"]["seed+crf/tune"]
+    assert figures["rows"]["lpcam/tune"] != figures["rows"]["seed/tune"]
     preset = figures["rows"]["preset/report"]
     assert 0 <= preset["miou"] <= 1 and 0 <= preset["foreground_recall"] <= 1
     assert preset["best_threshold_miou"] is None and figures["heldout_images"] == 2  # a CRF row
     assert figures["rows"]["seed/report"]["best_threshold_miou"] >= 0
+    seg = figures["segmentation_miou"]
+    assert set(seg) == {"preset", "ground_truth", "preset_on_fit", "ground_truth_on_fit",
+                        "preset_masks_on_fit"}  # fmt: skip
+    assert figures["segmentation_ratio"] == seg["preset"] / seg["ground_truth"]
+    for name in ("preset", "ground_truth"):
+        metrics = json.loads(
+            (tmp_path / "bench" / f"segmentation_{name}" / "metrics.json").read_text()
+        )
+        assert (seg[name], seg[f"{name}_on_fit"]) == (
+            metrics["eval"]["miou"],
+            metrics["train"]["miou"],
+        )
+        assert f"mIoU {seg[name]:.4f} on the held-out photos, {seg[f'{name}_on_fit']:.4f}" in out
+    masks = json.loads((tmp_path / "bench" / "evaluate_preset_fit" / "metrics.json").read_text())
+    assert seg["preset_masks_on_fit"] == masks["masks_on_disk"]["miou"]
     bench = tmp_path / "bench"
     assert len(list((bench / "masks_preset" / "masks").glob("*.png"))) == 24
-    assert not (bench / "masks_seed+crf").exists()
+    assert not (bench / "masks_cam_crf").exists()
     assert list((bench / "cache" / "affinity").glob("*/affinity.pt")), "the walk's network"
+    assert list((bench / "cache" / "prototypes").glob("*/prototypes.pt")), "the preset's LPCAM"
 
 
 @pytest.fixture(scope="module")
