@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -178,9 +179,15 @@ def test_generate_with_dense_crf_reports_both_figures(workspace, tmp_path):
         cwd=tmp_path,
         cache=cache,
     )
-    assert "mIoU after CRF (label mode)" in proc.stdout
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
-    assert {"miou", "crf_miou", "uncertain_pixel_fraction"} <= set(summary)
+    assert {"miou", "rule_miou", "uncertain_pixel_fraction"} <= set(summary)
+    # the summary's mIoU is the masks written (the CRF's), as wsss.evaluate scores them
+    for label, key in (("mIoU of the masks (CRF, label mode)", "miou"),
+                       ("mIoU with the otsu rule, before the CRF", "rule_miou")):  # fmt: skip
+        assert re.search(rf"{re.escape(label)}\s+{summary[key]:.4f}\n", proc.stdout), label
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert summary["miou"] == round(metrics["masks_on_disk"]["miou"], 4)
+    assert summary["rule_miou"] == round(metrics["threshold_rule"]["miou"], 4)
 
 
 def test_demo_without_checkpoint_trains_once_then_reuses(workspace, tmp_path):
@@ -354,13 +361,39 @@ def test_train_segmentation_on_pseudo_masks_end_to_end(workspace, tmp_path, targ
     proc = run(
         "wsss.train_segmentation", *TINY[:3], f"targets={targets}", f"pseudo_masks={pseudo}",
         "segmentation.epochs=1", "segmentation.batch_size=8", "segmentation.crop_size=48",
-        f"hydra.run.dir={out}", cwd=tmp_path, cache=cache,
+        "score_train=true", f"hydra.run.dir={out}", cwd=tmp_path, cache=cache,
     )  # fmt: skip
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["targets"] == targets and metrics["train_images"] == 24
     assert 0.0 <= metrics["eval"]["miou"] <= 1.0 and f"{metrics['eval']['miou']:.4f}" in proc.stdout
     state = torch.load(out / "model.pt", weights_only=True)
     assert any(k.startswith("classifier.") for k in state)
+    # score_train: the saved model scored again here, on the 24 training images' ground truth
+    from wsss.cli.config import compose_config
+    from wsss.engine.segmentation import evaluate_segmentation
+    from wsss.models.segmentation import build_segmentation_model
+
+    config = compose_config("train_segmentation", [*TINY[:3], f"cache_dir={cache}"])
+    model = build_segmentation_model(config.segmentation.model, 7, None)
+    model.load_state_dict(state)
+    train = config.dataset.load("train", cache_dir=cache)
+    again = evaluate_segmentation(model, train).summary(train.class_names)["miou"]
+    assert metrics["train"]["miou"] == pytest.approx(again, abs=2e-3)  # threads may differ
+
+
+def test_train_segmentation_score_train_needs_ground_truth_and_says_so_before_training(
+    workspace, tmp_path
+):
+    _, cache = workspace
+    data = _folder_copy(workspace, tmp_path / "data")
+    shutil.rmtree(data / "masks")
+    out = tmp_path / "seg"
+    proc = run(
+        "wsss.train_segmentation", "dataset=folder", f"dataset.root={data}", "score_train=true",
+        f"pseudo_masks={tmp_path}", f"hydra.run.dir={out}", cwd=tmp_path, cache=cache, expect=2,
+    )  # fmt: skip
+    assert "score_train=true needs ground-truth masks for train_split 'train'" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (out / "model.pt").exists()
 
 
 def test_train_segmentation_refuses_masks_of_another_split(workspace, tmp_path):

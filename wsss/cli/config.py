@@ -146,6 +146,9 @@ class TrainSegmentationCommand(Runtime):
     rejected: str | None = None  # rejected.json of the run's review page: left out
     train_split: str = "train"
     eval_split: str = "eval"
+    # also score the model on train_split against its ground truth: does training on the masks
+    # clean them? (compare with wsss.evaluate of the masks on the same split)
+    score_train: bool = False
 
 
 COMMANDS = (

@@ -25,6 +25,7 @@ from wsss.engine.segmentation import (
     train_segmentation,
     training_targets,
 )
+from wsss.errors import DataError
 from wsss.export.report import read_rejections
 from wsss.io import json_digest, save_torch, write_json
 from wsss.models.segmentation import build_segmentation_model
@@ -38,6 +39,11 @@ def run(config: TrainSegmentationCommand, out: Path) -> float:
     settings = config.segmentation
     train_split = common.load_split(config, config.train_split)
     eval_split = common.load_split(config, config.eval_split)
+    if config.score_train and not train_split.has_masks:  # said before an hour of training
+        raise DataError(
+            f"{train_split.root}: score_train=true needs ground-truth masks for train_split "
+            f"{config.train_split!r}, and it has none"
+        )
     targets = training_targets(config.targets, train_split, config.pseudo_masks)
     if config.rejected:  # a review from the run's report.html
         names = train_split.class_names
@@ -82,8 +88,11 @@ def run(config: TrainSegmentationCommand, out: Path) -> float:
         "train_images": len(train_split),
         **history,
         "eval": confusion.summary(eval_split.class_names),
-        "seconds": round(time.perf_counter() - start, 1),
     }
+    if config.score_train:  # the photos it learnt from, against their ground truth
+        scored = common.load_split(config, config.train_split)  # all of them, rejected included
+        metrics["train"] = evaluate_segmentation(model, scored, device).summary(scored.class_names)
+    metrics["seconds"] = round(time.perf_counter() - start, 1)
     write_json(out / "metrics.json", metrics)
     print(
         f"\nsegmentation mIoU on {config.eval_split} ({len(eval_split)} images): "
