@@ -200,19 +200,21 @@ def run_summary(
         )
     summary.update(seconds=round(seconds, 1), outputs=str(result.out_dir))
     if result.confusion is not None:
+        # ``miou`` scores the masks written; with a CRF, ``rule_miou`` scores the threshold
+        # rule's masks before it (the sweep varies that rule's threshold)
         best_threshold, best_miou = result.sweep.best
         summary.update(
             mask_rule=predictor.rule.rule,
             bg_threshold=predictor.rule.bg_threshold,
-            miou=round((result.rule_confusion or result.confusion).miou, 4),
+            miou=round(result.confusion.miou, 4),
             uncertain_pixel_fraction=round(result.confusion.uncertain_fraction, 4),
             best_threshold=best_threshold,
             best_threshold_miou=round(best_miou, 4),
         )
         if result.rule_confusion is not None:
             summary["crf_mode"] = predictor.crf.mode
-            summary["crf_miou"] = round(result.confusion.miou, 4)
-            summary["crf_miou_confident_pixels"] = round(result.confusion.miou_confident, 4)
+            summary["rule_miou"] = round(result.rule_confusion.miou, 4)
+            summary["miou_confident_pixels"] = round(result.confusion.miou_confident, 4)
     for key, count in (("crf_failures", len(result.crf_failures)),
                        ("skipped_images", len(result.skipped)),
                        ("empty_masks", result.empty_masks)):  # fmt: skip
@@ -241,12 +243,18 @@ def summary_rows(s: dict) -> list[tuple[str, str]]:
         ]
     if "miou" in s:
         best = f"mIoU at best fixed threshold {s['best_threshold']:.2f}"
-        rows += [
-            (_rule_name(s), f"{s['miou']:.4f}"),
-            (best, f"{s['best_threshold_miou']:.4f}  (tuned on ground truth: not a result)"),
-        ]
-        if "crf_miou" in s:
-            rows.append((f"mIoU after CRF ({s['crf_mode']} mode)", f"{s['crf_miou']:.4f}"))
+        if "rule_miou" in s:  # the masks written are the CRF's
+            rows += [
+                (f"mIoU of the masks (CRF, {s['crf_mode']} mode)", f"{s['miou']:.4f}"),
+                (f"{_rule_name(s)}, before the CRF", f"{s['rule_miou']:.4f}"),
+                (f"{best}, before the CRF", f"{s['best_threshold_miou']:.4f}  (tuned on ground "
+                 "truth: not a result)"),
+            ]  # fmt: skip
+        else:
+            rows += [
+                (_rule_name(s), f"{s['miou']:.4f}"),
+                (best, f"{s['best_threshold_miou']:.4f}  (tuned on ground truth: not a result)"),
+            ]
         if s["uncertain_pixel_fraction"] > 0:
             rows.append(("uncertain (255) pixels", f"{100 * s['uncertain_pixel_fraction']:.1f}%"))
     if "labels_predicted_for" in s:
