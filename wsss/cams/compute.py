@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from wsss.cams.methods import CAM_METHODS, CamSettings
-from wsss.cams.tokens import Reshape
 from wsss.cams.tta import CamMethod
 from wsss.errors import ConfigError
+from wsss.models.tokens import Reshape
 
 METHODS = tuple(CAM_METHODS.names())
 

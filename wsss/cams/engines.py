@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsss.cams._capture import LayerCapture
-from wsss.cams.tokens import Reshape, feature_map
+from wsss.models.tokens import Reshape, feature_map
 
 #: f(A, G) -> maps before ReLU: A (C, h, w) activation, G (n, C, h, w) gradients of n classes
 GradientFormula = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

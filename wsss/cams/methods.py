@@ -30,8 +30,9 @@ from wsss.cams.engines import (
     score_cams,
 )
 from wsss.cams.prototypes import PrototypeFitSettings, Prototypes, prototype_maps
-from wsss.cams.tokens import Reshape
 from wsss.errors import ConfigError
+from wsss.models.inference import accelerated
+from wsss.models.tokens import Reshape
 from wsss.registry import Registry
 
 CAM_METHODS: Registry[type[CamSettings]] = Registry("CAM method")
@@ -87,7 +88,7 @@ class CamSettings:
     ) -> list[torch.Tensor]:
         """Raw maps (after ReLU, at the layer's resolution), one (len(targets[i]), h, w)
         tensor per image. ``model`` is in eval mode; ``layer`` is resolved; ``reshape`` lays a
-        token output out as a map (None: :func:`~wsss.cams.tokens.feature_map` finds how)."""
+        token output out as a map (None: :func:`~wsss.models.tokens.feature_map` finds how)."""
         raise NotImplementedError
 
     def compute(
@@ -145,8 +146,6 @@ class ClassifierCam(CamSettings):
 
     def bind(self, model: nn.Module) -> Callable[[torch.Tensor, Sequence[Sequence[int]]], list]:
         """As :meth:`CamSettings.bind`, the features computed by :attr:`backend`."""
-        from wsss.models.inference import accelerated
-
         device = (
             next(model.parameters()).device
             if any(True for _ in model.parameters())

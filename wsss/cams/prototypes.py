@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss.errors import CheckpointError, ConfigError
+from wsss.io import save_torch
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,6 @@ class Prototypes:
     settings: dict = field(default_factory=dict)
 
     def save(self, path: str | Path) -> None:
-        from wsss.io import save_torch
-
         save_torch(path, {
             "format": FORMAT, "class_names": list(self.class_names),
             "foreground": [t.contiguous() for t in self.foreground],

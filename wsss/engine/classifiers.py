@@ -13,11 +13,13 @@ from wsss import distributed
 from wsss.data.datasets import DatasetSettings
 from wsss.data.screen import BadImages
 from wsss.data.split import LabelledSplit
+from wsss.data.synthetic import GENERATOR_VERSION
 from wsss.engine.training import TrainSettings, train_classifier
 from wsss.errors import ConfigError, DataError
 from wsss.io import json_digest
 from wsss.models import LoadedClassifier, ModelSpec, create_classifier, load_checkpoint
 from wsss.models import save_checkpoint as save_classifier
+from wsss.models.classifier import CHECKPOINT_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +90,6 @@ def cache_key(
     seed: int,
 ) -> str:
     """A digest of everything that determines a trained classifier (data, model, training)."""
-    from wsss.data.synthetic import GENERATOR_VERSION
-    from wsss.models.classifier import CHECKPOINT_VERSION
-
     parts = {
         "dataset": asdict(dataset),
         "model": asdict(spec),

@@ -28,6 +28,7 @@ from wsss.export.explain_report import render_explain_report
 from wsss.export.pictures import class_figure
 from wsss.io import write_json, write_text
 from wsss.masks import MaskPredictor
+from wsss.masks.quality import remove_object
 from wsss.metrics import maps as map_metrics
 from wsss.models import CAMClassifier
 
@@ -256,7 +257,7 @@ class _Explainer:
         record.energy_near.append(near_energy)
         record.pointing.append(map_metrics.pointing_hit(cam, obj, settings.pointing_tolerance))
         record.iou.append(map_metrics.map_iou(cam, obj, settings.iou_threshold))
-        removed = self.probability_of(cls)(map_metrics.remove_object(x, obj)[None])
+        removed = self.probability_of(cls)(remove_object(x, obj)[None])
         record.p_with_object.append(p_full)
         record.p_without_object.append(float(removed[0]))
         worst = record.worst

@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from wsss.data.images import voc_palette
 from wsss.io import atomic_path
 
 
 def _palette_rgb() -> np.ndarray:
-    from wsss.data.images import voc_palette
-
     return np.array(voc_palette(), dtype=np.uint8).reshape(256, 3)
 
 

@@ -26,7 +26,6 @@ import torch
 from scipy import ndimage
 
 from wsss.masks.threshold import IGNORE
-from wsss.metrics.maps import remove_object
 
 FEATURES = (
     "probability",
@@ -45,6 +44,17 @@ FEATURES = (
 WEIGHTS = (-0.0357, 0.2341, 0.0489, -0.0806, 0.509, 0.4416, 0.0156, -0.055, 0.0001)
 #: the long side of the image the probabilities are measured on (cheap, and enough to tell)
 PROBE_SIDE = 256
+
+
+def remove_object(image: torch.Tensor, mask: np.ndarray, sigma: float = 6.0) -> torch.Tensor:
+    """``image`` (3, H, W) with the (slightly dilated) ``mask`` filled from its surroundings by
+    normalised convolution: a blur of the rest of the image, weighted by what is left."""
+    keep = (~ndimage.binary_dilation(mask, iterations=2)).astype(np.float32)
+    pixels = image.cpu().numpy()
+    filled = ndimage.gaussian_filter(pixels * keep, (0, sigma, sigma))
+    weight = ndimage.gaussian_filter(keep, sigma)
+    filled = filled / np.maximum(weight, 1e-6)
+    return torch.from_numpy(np.where(keep > 0, pixels, filled)).to(image)
 
 
 def fit_weights(regions: list[dict], ridge: float = 1e-3) -> tuple[float, ...]:

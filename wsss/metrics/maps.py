@@ -55,17 +55,6 @@ def map_iou(cam: np.ndarray, mask: np.ndarray, threshold: float = 0.5) -> float:
     return float(np.logical_and(region, mask).sum() / union) if union else float("nan")
 
 
-def remove_object(image: torch.Tensor, mask: np.ndarray, sigma: float = 6.0) -> torch.Tensor:
-    """``image`` (3, H, W) with the (slightly dilated) ``mask`` filled from its surroundings by
-    normalised convolution: a blur of the rest of the image, weighted by what is left."""
-    keep = (~ndimage.binary_dilation(mask, iterations=2)).astype(np.float32)
-    pixels = image.cpu().numpy()
-    filled = ndimage.gaussian_filter(pixels * keep, (0, sigma, sigma))
-    weight = ndimage.gaussian_filter(keep, sigma)
-    filled = filled / np.maximum(weight, 1e-6)
-    return torch.from_numpy(np.where(keep > 0, pixels, filled)).to(image)
-
-
 Probability = Callable[[torch.Tensor], torch.Tensor]
 """Maps a (N, 3, H, W) batch to (N,) probabilities of the class being explained."""
 

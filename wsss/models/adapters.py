@@ -10,6 +10,7 @@ import torchvision
 from torch import nn
 
 from wsss.errors import ConfigError, MissingDependencyError
+from wsss.models.tokens import fit_to_patches
 from wsss.models.weights import IMAGENET_MEAN, IMAGENET_STD, create_timm_model, load_state_dict_file
 
 
@@ -24,8 +25,6 @@ class Normalized(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from wsss.cams.tokens import fit_to_patches
-
         return self.model(fit_to_patches((x - self.mean) / self.std, self.model))
 
 

@@ -22,6 +22,7 @@ from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from wsss.errors import CheckpointError, ConfigError, MissingDependencyError
+from wsss.models.tokens import feature_map, fit_to_patches
 from wsss.models.weights import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -264,8 +265,6 @@ class TimmFeatures(nn.Module):
         return [self.model.get_submodule(f["module"]) for f in self.model.feature_info]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from wsss.cams.tokens import feature_map, fit_to_patches
-
         x = fit_to_patches(x, self.model)
         features = self.model.forward_features(x)
         return feature_map(features, self.model, tuple(x.shape[2:]), layer=self.model)

