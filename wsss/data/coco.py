@@ -87,6 +87,41 @@ def load_coco_split(images: str | os.PathLike, annotations: str | os.PathLike) -
     images, annotations = Path(images).expanduser(), Path(annotations).expanduser()
     if not images.is_dir():
         raise DataError(f"{images}: COCO images folder not found")
+    data = _read_instances_file(annotations)
+    categories = sorted(data["categories"], key=lambda c: c["id"])
+    if not categories:
+        raise DataError(f"{annotations}: no categories")
+    if len(categories) > 254:
+        raise DataError(f"{annotations}: {len(categories)} categories do not fit a uint8 label map")
+    by_coco_id = _index_images(data["images"], images, annotations)
+    instances, labels = _group_annotations(data["annotations"], by_coco_id, categories, annotations)
+
+    samples, sizes = [], {}
+    for image_id, rel, height, width in by_coco_id.values():
+        if not labels[image_id]:
+            continue
+        sizes[image_id] = (height, width)
+        sorted_labels = tuple(sorted(labels[image_id]))
+        samples.append(
+            Sample(image_id, rel.as_posix(), images / rel, sorted_labels, None, (height, width))
+        )
+    dropped = len(by_coco_id) - len(samples)
+    if dropped:
+        log.info("%s: %d of %d images have no non-crowd instance and are left out",
+                 annotations, dropped, len(by_coco_id))  # fmt: skip
+    if not samples:
+        raise DataError(f"{annotations}: no image has a non-crowd instance")
+    return LabelledSplit(
+        tuple(c["name"] for c in categories),
+        tuple(samples),
+        images,
+        images_dir=".",
+        category_ids=tuple(c["id"] for c in categories),
+        paint_ground_truth=CocoGroundTruth(dict(instances), sizes),
+    )
+
+
+def _read_instances_file(annotations: Path) -> dict:
     if not annotations.is_file():
         raise DataError(f"{annotations}: COCO annotations file not found")
     try:
@@ -96,28 +131,22 @@ def load_coco_split(images: str | os.PathLike, annotations: str | os.PathLike) -
     missing = [k for k in ("images", "annotations", "categories") if k not in data]
     if missing:
         raise DataError(f"{annotations}: not a COCO instances file (no {missing})")
-    categories = sorted(data["categories"], key=lambda c: c["id"])
-    if not categories:
-        raise DataError(f"{annotations}: no categories")
-    category_index = {c["id"]: i for i, c in enumerate(categories)}
-    names = tuple(c["name"] for c in categories)
-    if len(categories) > 254:
-        raise DataError(f"{annotations}: {len(categories)} categories do not fit a uint8 label map")
+    return data
 
-    instances: dict[str, list] = defaultdict(list)
-    labels: dict[str, set[int]] = defaultdict(set)
+
+def _index_images(entries: list[dict], images: Path, annotations: Path) -> dict:
+    """COCO image id -> (image id, path relative to ``images``, height, width); a path that
+    leaves ``images``, a repeated id or two ids for one file are errors."""
     by_coco_id = {}
-    for image in data["images"]:
+    for image in entries:
         rel = safe_relative(
-            str(image.get("file_name", "")),
-            f"image {image.get('id')}",
-            annotations,
+            str(image.get("file_name", "")), f"image {image.get('id')}", annotations,
             inside=str(images),
-        )
-        image_id = str(rel.with_suffix(""))
+        )  # fmt: skip
         if image["id"] in by_coco_id:
             raise DataError(f"{annotations}: duplicate image id {image['id']}")
-        by_coco_id[image["id"]] = (image_id, rel, int(image["height"]), int(image["width"]))
+        by_coco_id[image["id"]] = (str(rel.with_suffix("")), rel, int(image["height"]),
+                                   int(image["width"]))  # fmt: skip
     seen_ids = {}
     for coco_id, (image_id, rel, _, _) in by_coco_id.items():
         if image_id in seen_ids:
@@ -125,7 +154,17 @@ def load_coco_split(images: str | os.PathLike, annotations: str | os.PathLike) -
                 f"{annotations}: images {seen_ids[image_id]} and {coco_id} share file {rel}"
             )
         seen_ids[image_id] = coco_id
-    for ann in data["annotations"]:
+    return by_coco_id
+
+
+def _group_annotations(
+    entries: list[dict], by_coco_id: dict, categories: list[dict], annotations: Path
+) -> tuple[dict[str, list], dict[str, set[int]]]:
+    """Per image id: its instances (label, crowd, segmentation) and its non-crowd classes."""
+    category_index = {c["id"]: i for i, c in enumerate(categories)}
+    instances: dict[str, list] = defaultdict(list)
+    labels: dict[str, set[int]] = defaultdict(set)
+    for ann in entries:
         if ann.get("image_id") not in by_coco_id:
             raise DataError(
                 f"{annotations}: annotation {ann.get('id')} names unknown image "
@@ -142,40 +181,7 @@ def load_coco_split(images: str | os.PathLike, annotations: str | os.PathLike) -
         instances[image_id].append((cls + 1, crowd, ann["segmentation"]))
         if not crowd:
             labels[image_id].add(cls)
-
-    samples, sizes = [], {}
-    for image_id, rel, height, width in by_coco_id.values():
-        if not labels[image_id]:
-            continue
-        sizes[image_id] = (height, width)
-        samples.append(
-            Sample(
-                image_id,
-                rel.as_posix(),
-                images / rel,
-                tuple(sorted(labels[image_id])),
-                None,
-                (height, width),
-            )
-        )
-    dropped = len(by_coco_id) - len(samples)
-    if dropped:
-        log.info(
-            "%s: %d of %d images have no non-crowd instance and are left out",
-            annotations,
-            dropped,
-            len(by_coco_id),
-        )
-    if not samples:
-        raise DataError(f"{annotations}: no image has a non-crowd instance")
-    return LabelledSplit(
-        names,
-        tuple(samples),
-        images,
-        images_dir=".",
-        category_ids=tuple(c["id"] for c in categories),
-        paint_ground_truth=CocoGroundTruth(dict(instances), sizes),
-    )
+    return instances, labels
 
 
 @dataclass

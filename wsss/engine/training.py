@@ -188,71 +188,81 @@ def train_classifier(
     settings.validate()
     device = torch.device(device)
     rank, world = distributed.rank(), distributed.world_size()
-    if settings.batch_size % world:
-        raise ConfigError(
-            f"train.batch_size {settings.batch_size} must be divisible by the {world} processes"
-        )
     torch.manual_seed(seed)
     random.seed(seed + rank)  # augmentation differs per rank, the model does not
     np.random.seed(seed + rank)
     loader, sampler = _training_loader(train_split, settings, device, num_workers, seed)
-    # Channels-last convolutions: 1.1x (a plain CNN) to 2.3x (EfficientNet-Lite0) faster training
-    # on 2 CPU cores, and the fast path for AMP on CUDA.
-    model.to(device).train().to(memory_format=torch.channels_last)
-    network: nn.Module = model
-    if world > 1:
-        network = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
+    network = _trainable(model, device, world, settings.batch_size)
     optimizer = _make_optimizer(model, settings)
     steps = _Steps(optimizer, settings, len(loader))
     amp = autocast_settings(amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp.get("dtype") == torch.float16)
-    train_seconds = val_seconds = 0.0
-    metrics: dict[str, float] = {}
-    first = 1
-    if state_path is not None and Path(state_path).is_file():
-        saved = load_training_state(state_path, state_key, model, optimizer, loader, scaler)
-        if saved is not None:
-            steps.step, first, metrics = saved["step"], saved["epoch"] + 1, saved["metrics"]
-            train_seconds, val_seconds = saved["train_seconds"], saved["val_seconds"]
-            log.info("resuming training after epoch %d of %d (%s)", saved["epoch"],
-                     settings.epochs, state_path)  # fmt: skip
-    for epoch in range(first, settings.epochs + 1):
+    saved = _resumed(state_path, state_key, model, optimizer, loader, scaler, settings.epochs)
+    steps.step, metrics = saved["step"], saved["metrics"]
+    train_seconds, val_seconds = saved["train_seconds"], saved["val_seconds"]
+    for epoch in range(saved["epoch"] + 1, settings.epochs + 1):
         if sampler is not None:
             sampler.set_epoch(epoch)
         start = time.perf_counter()
         bar = tqdm(loader, desc=f"train epoch {epoch}/{settings.epochs}", unit="batch",
                    leave=False, disable=rank > 0)  # fmt: skip
-        running, seen = _train_epoch(network, bar, steps, scaler, amp, device, bad)
-        distributed.broadcast_buffers(model)  # all ranks score (and save) one model
-        totals = distributed.all_gather_object((running, seen))
+        loss = _train_epoch(network, bar, steps, scaler, amp, device, bad)
         train_seconds += time.perf_counter() - start
-        metrics = {
-            "epoch": epoch,
-            "train_loss": sum(r for r, _ in totals) / max(1, sum(n for _, n in totals)),
-            "seconds_per_epoch": round(train_seconds / epoch, 2),
-        }
-        if val_split is not None and (epoch % settings.val_every == 0 or epoch == settings.epochs):
+        metrics = {"epoch": epoch, "train_loss": loss,
+                   "seconds_per_epoch": round(train_seconds / epoch, 2)}  # fmt: skip
+        last = epoch == settings.epochs  # its state is the checkpoint the caller saves
+        due = val_split is not None and (epoch % settings.val_every == 0 or last)
+        if due:
             start = time.perf_counter()
             scores, targets = predict_scores(model, val_split, settings, device, bad, num_workers)
             metrics["val_map"] = average_precision(scores, targets).mean
             val_seconds += time.perf_counter() - start
         metrics["validation_seconds"] = round(val_seconds, 2)
-        val = f"  val mAP {metrics['val_map']:.4f}" if "val_map" in metrics else ""
+        val = f"  val mAP {metrics['val_map']:.4f}" if due else ""
         log.info("epoch %d/%d  loss %.4f%s", epoch, settings.epochs, metrics["train_loss"], val)
-        if state_path is not None and distributed.is_main() and epoch < settings.epochs:
-            # after the last epoch the caller saves the checkpoint itself
+        if state_path is not None and distributed.is_main() and not last:
             state = {"key": state_key, "epoch": epoch, "metrics": metrics,
                      "train_seconds": train_seconds, "val_seconds": val_seconds}  # fmt: skip
             save_training_state(state_path, state, model, optimizer, steps.step, loader, scaler)
-    if world > 1:  # every rank's skips, once each, in every rank's record
-        for entries in distributed.all_gather_object(list(bad.skipped)):
-            for entry in entries:
-                if entry not in bad.skipped:
-                    bad.skipped.append(entry)
+    if world > 1:
+        _share_skips(bad)
     model.eval()
     return metrics
+
+
+def _resumed(state_path, state_key, model, optimizer, loader, scaler, epochs: int) -> dict:
+    """The saved state at ``state_path`` restored (see :func:`load_training_state`), or a
+    fresh start's."""
+    if state_path is not None and Path(state_path).is_file():
+        saved = load_training_state(state_path, state_key, model, optimizer, loader, scaler)
+        if saved is not None:
+            log.info("resuming training after epoch %d of %d (%s)", saved["epoch"], epochs,
+                     state_path)  # fmt: skip
+            return saved
+    return {"step": 0, "epoch": 0, "metrics": {}, "train_seconds": 0.0, "val_seconds": 0.0}
+
+
+def _trainable(model: CAMClassifier, device: torch.device, world: int, batch: int) -> nn.Module:
+    """``model`` on ``device`` in training mode and channels-last memory format (1.1x for a
+    plain CNN to 2.3x for EfficientNet-Lite0 faster training on 2 CPU cores, and the fast path
+    for AMP on CUDA); wrapped in DistributedDataParallel under ``torchrun``, whose ``world``
+    processes share each ``batch``."""
+    if batch % world:
+        raise ConfigError(f"train.batch_size {batch} must be divisible by the {world} processes")
+    model.to(device).train().to(memory_format=torch.channels_last)
+    if world == 1:
+        return model
+    return DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
+
+
+def _share_skips(bad: BadImages) -> None:
+    """Every rank's skipped images, once each, in every rank's record."""
+    for entries in distributed.all_gather_object(list(bad.skipped)):
+        for entry in entries:
+            if entry not in bad.skipped:
+                bad.skipped.append(entry)
 
 
 def save_training_state(
@@ -345,7 +355,7 @@ class _Steps:
 
 
 def _train_epoch(network: nn.Module, batches, steps: _Steps, scaler, amp: dict, device, bad):
-    """One pass over the training batches; returns (summed loss, images seen)."""
+    """One pass over the training batches; returns the mean loss over every rank's images."""
     world = distributed.world_size()
     optimizer = steps.optimizer
     running, seen = 0.0, 0
@@ -371,4 +381,7 @@ def _train_epoch(network: nn.Module, batches, steps: _Steps, scaler, amp: dict, 
         running += loss.item() * len(images)
         seen += len(images)
         batches.set_postfix(loss=f"{running / max(seen, 1):.4f}")
-    return running, seen
+    # all ranks score (and save) one model
+    distributed.broadcast_buffers(network.module if world > 1 else network)
+    totals = distributed.all_gather_object((running, seen))
+    return sum(r for r, _ in totals) / max(1, sum(n for _, n in totals))

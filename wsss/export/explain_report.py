@@ -17,26 +17,29 @@ def _png_data_uri(picture: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+#: (per-class statistic, column title) of the table, in order
+COLUMNS = [
+    ("images", "images"),
+    ("energy_inside", "energy in object"),
+    ("energy_near", "energy near object"),
+    ("pointing_game", "pointing game"),
+    ("map_iou", "map IoU"),
+    ("p_with_object", "p"),
+    ("p_without_object", "p with the object removed"),
+    ("p_absent", "p on images without it"),
+    ("context_reliance", "context reliance"),
+    ("average_drop", "average drop %"),
+    ("increase_in_confidence", "increase in confidence %"),
+    ("deletion_auc", "deletion AUC"),
+    ("insertion_auc", "insertion AUC"),
+]
+
+
 def render_explain_report(summary: dict, worst: dict, figures: list[tuple[str, str]]) -> str:
     """A self-contained HTML page: summary table, flagged classes with their worst examples
     (embedded), and a gallery of per-image figures (linked, relative to the report)."""
     esc = html.escape
-    columns = [
-        ("images", "images"),
-        ("energy_inside", "energy in object"),
-        ("energy_near", "energy near object"),
-        ("pointing_game", "pointing game"),
-        ("map_iou", "map IoU"),
-        ("p_with_object", "p"),
-        ("p_without_object", "p with the object removed"),
-        ("p_absent", "p on images without it"),
-        ("context_reliance", "context reliance"),
-        ("average_drop", "average drop %"),
-        ("increase_in_confidence", "increase in confidence %"),
-        ("deletion_auc", "deletion AUC"),
-        ("insertion_auc", "insertion AUC"),
-    ]
-    present = [(k, t) for k, t in columns if any(k in s for s in summary["per_class"].values())]
+    present = [(k, t) for k, t in COLUMNS if any(k in s for s in summary["per_class"].values())]
 
     def cells(stats: dict) -> str:
         return "".join(f"<td>{'' if stats.get(k) is None else stats[k]}</td>" for k, _ in present)
@@ -47,29 +50,7 @@ def render_explain_report(summary: dict, worst: dict, figures: list[tuple[str, s
         rows.append(f"<tr{mark}><th>{esc(name)}</th>{cells(stats)}</tr>")
     rows.append(f"<tr class='overall'><th>all</th>{cells(summary['overall'])}</tr>")
     header = "".join(f"<th>{esc(t)}</th>" for _, t in present)
-
-    flagged_html = []
-    for name in summary["likely_shortcuts"]:
-        pictures = "".join(
-            f"<figure><img src='{_png_data_uri(p)}'><figcaption>{esc(i)}: "
-            f"{e:.2f} near the object</figcaption></figure>"
-            for e, i, p in worst.get(name, [])
-        )
-        why = "; ".join(summary["shortcut_reasons"][name])
-        flagged_html.append(
-            f"<h3>{esc(name)}</h3><p>The classifier probably relies on the surroundings of "
-            f"this class's objects: {esc(why)}. Its worst-localised examples:</p>"
-            f"<div class='row'>{pictures}</div>"
-        )
-    if summary["shortcut_rule"] == "needs ground-truth masks":
-        verdict = "<p>No ground-truth masks: localisation and shortcut checks were skipped.</p>"
-    elif not flagged_html:
-        verdict = (
-            "<p>No class was flagged: every class keeps most of its map energy near its "
-            f"objects ({esc(summary['shortcut_rule'])}).</p>"
-        )
-    else:
-        verdict = f"<p>Flagged when {esc(summary['shortcut_rule'])}.</p>" + "".join(flagged_html)
+    verdict = _verdict(summary, worst)
     gallery = "".join(
         f"<figure><img src='{esc(path)}'><figcaption>{esc(image_id)}</figcaption></figure>"
         for image_id, path in figures
@@ -100,3 +81,29 @@ probability as the most salient pixels are removed or added.</p>
 <div class="gallery">{gallery}</div>
 </body></html>
 """
+
+
+def _verdict(summary: dict, worst: dict) -> str:
+    """The "Likely shortcuts" section: the rule, and each flagged class with its worst examples."""
+    esc = html.escape
+    flagged_html = []
+    for name in summary["likely_shortcuts"]:
+        pictures = "".join(
+            f"<figure><img src='{_png_data_uri(p)}'><figcaption>{esc(i)}: "
+            f"{e:.2f} near the object</figcaption></figure>"
+            for e, i, p in worst.get(name, [])
+        )
+        why = "; ".join(summary["shortcut_reasons"][name])
+        flagged_html.append(
+            f"<h3>{esc(name)}</h3><p>The classifier probably relies on the surroundings of "
+            f"this class's objects: {esc(why)}. Its worst-localised examples:</p>"
+            f"<div class='row'>{pictures}</div>"
+        )
+    if summary["shortcut_rule"] == "needs ground-truth masks":
+        return "<p>No ground-truth masks: localisation and shortcut checks were skipped.</p>"
+    if not flagged_html:
+        return (
+            "<p>No class was flagged: every class keeps most of its map energy near its "
+            f"objects ({esc(summary['shortcut_rule'])}).</p>"
+        )
+    return f"<p>Flagged when {esc(summary['shortcut_rule'])}.</p>" + "".join(flagged_html)
