@@ -177,7 +177,7 @@ def test_a_mask_value_beyond_the_classes_is_found_when_the_split_is_screened(tmp
 
 
 def test_generate_masks_checks_the_masks_before_training(tmp_path):
-    from test_cli import run
+    from commands import run
 
     mask = np.zeros((8, 12), np.uint8)
     mask[0, 0] = 9

@@ -8,8 +8,7 @@ background (boats on water) is the one the explain report flags.
 import json
 
 import pytest
-
-from tests.test_cli import run
+from commands import run
 
 
 @pytest.mark.slow

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from commands import TINY, run
 from PIL import Image
 
-from tests.test_cli import TINY, run
 from wsss.cams import GradientCam
 from wsss.data import load_image, load_label_map, load_split
 from wsss.data.image_items import ImageItem

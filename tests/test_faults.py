@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from commands import run
 from PIL import Image
-from test_cli import run
 
 from wsss.cams import ClassifierCam
 from wsss.data import load_split

@@ -174,7 +174,7 @@ def test_lpcam_through_compute_cams(tmp_path):
 
 
 def test_generate_masks_fits_the_prototypes_once_and_reuses_them(tmp_path):
-    from test_cli import GENERATE_TINY, run
+    from commands import GENERATE_TINY, run
 
     args = [*GENERATE_TINY, "cam=lpcam", "cam.scales=[1.0]", "cam.fit.class_threshold=0.0"]
     run("wsss.generate_masks", *args, f"hydra.run.dir={tmp_path / 'a'}",

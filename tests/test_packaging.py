@@ -14,8 +14,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from commands import GENERATE_TINY
 from conftest import REPO
-from test_cli import GENERATE_TINY
 
 
 @pytest.fixture(scope="module")

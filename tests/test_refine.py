@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_cli import GENERATE_TINY, TINY, run
+from commands import GENERATE_TINY, TINY, run
 
 from wsss.cams import ClassifierCam
 from wsss.errors import CheckpointError, ConfigError

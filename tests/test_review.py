@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from commands import GENERATE_TINY, TINY, run
 from PIL import Image
-from test_cli import GENERATE_TINY, TINY, run
 
 from wsss.cams import ClassifierCam
 from wsss.data import load_label_map, load_split

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from commands import TINY, run
 from PIL import Image
-from test_cli import TINY, run
 
 from wsss.data import load_split
 from wsss.engine.training import TrainSettings, predict_scores

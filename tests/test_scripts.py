@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from commands import GENERATE_TINY, TINY
 from conftest import REPO
-from test_cli import GENERATE_TINY, TINY
 
 SCRIPTS = REPO / "scripts"
 #: every override of the tiny demo, as the scripts that compose a config take them
@@ -41,7 +41,7 @@ def workspace(tmp_path_factory) -> tuple[Path, Path, Path]:
     """A folder, its wsss cache, and a tiny trained classifier."""
     root = tmp_path_factory.mktemp("scripts")
     cache = root / "cache"
-    from test_cli import run
+    from commands import run
 
     run("wsss.train", *TINY, f"hydra.run.dir={root / 'train'}", cwd=root, cache=cache)
     return root, cache, root / "train" / "checkpoint.pt"
@@ -210,7 +210,7 @@ def test_bench_voc(voc_root, tmp_path):
 def saved_run(workspace) -> Path:
     """A run of the tiny eval split with its maps saved and its quality estimated."""
     root, cache, checkpoint = workspace
-    from test_cli import run
+    from commands import run
 
     out = root / "saved"
     if not (out / "summary.json").is_file():
@@ -336,7 +336,7 @@ def test_bench_walk(tmp_path):
 def test_tune_walk(workspace, saved_run, tmp_path):
     """The walk's ablation script: two settings of one boundary network, scored side by side."""
     root, cache, checkpoint = workspace
-    from test_cli import run
+    from commands import run
 
     affinity = tmp_path / "affinity"
     run("wsss.train_affinity", *TINY, f"checkpoint={checkpoint}", f"seeds={saved_run}",

@@ -185,8 +185,8 @@ def test_explain_cli_on_a_vit_and_a_swin(tmp_path, model):
     import json
 
     import numpy as np
+    from commands import run
     from PIL import Image
-    from test_cli import run
 
     folder = tmp_path / "photos"
     folder.mkdir()

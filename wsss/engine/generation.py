@@ -211,7 +211,7 @@ class _ImageWriter:
     def write(self, item: LoadedImage, prediction: MaskPrediction) -> None:
         sample, image, mask = item.sample, item.image, prediction.mask
         if prediction.crf_failure is not None:
-            log.warning("CRF failed on %s (%s); keeping its unrefined mask",
+            log.warning("CRF failed on %s (%s); keeping its mask before the CRF",
                         sample.image_path, prediction.crf_failure)  # fmt: skip
         with_classes = np.isin(mask, np.add(prediction.labels, 1)).any()
         empty = bool(prediction.labels) and not with_classes

@@ -44,7 +44,7 @@ class RunResult:
     rule_confusion: ConfusionMatrix | None = None
     sweep: ThresholdSweep | None = None
     outputs: dict[str, str] = field(default_factory=dict)
-    #: images left out as unusable, images the CRF failed on (their unrefined masks kept)
+    #: images left out as unusable, images the CRF failed on (their masks before the CRF kept)
     skipped: list[dict] = field(default_factory=list)
     crf_failures: list[dict] = field(default_factory=list)
     #: images labelled by the classifier (predict_labels), and labelled images whose mask
@@ -262,7 +262,7 @@ def summary_rows(s: dict) -> list[tuple[str, str]]:
     for key, label, value in (
         ("skipped_images", "unusable images skipped", "{} (see skipped.json)"),
         ("empty_masks", "labelled images with an empty mask", "{} (see the log)"),
-        ("crf_failures", "CRF failures (unrefined masks kept)", "{}"),
+        ("crf_failures", "CRF failures (masks before the CRF kept)", "{}"),
     ):
         if s.get(key):
             rows.append((label, value.format(s[key])))

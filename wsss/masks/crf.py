@@ -216,7 +216,7 @@ def crf_label_map(
 
 @dataclass
 class CRFFailure:
-    """A CRF run that raised: reported by the caller, which keeps the unrefined mask."""
+    """A CRF run that raised: reported by the caller, which keeps the mask from before the CRF."""
 
     error: str
 
