@@ -46,8 +46,8 @@ class ImageRecord:
     ``image``: its COCO image entry (id, file_name, width, height); ``annotations``: its COCO
     annotations; ``labels``: the 0-based classes it was labelled with; ``probabilities``: the
     classifier's, when the classifier chose them (``predicted``); ``crf_failure``: why the CRF
-    failed on it (its mask before the CRF was kept); ``empty_mask``: labelled, but the mask holds none
-    of its classes; ``quality``: ``{"image": estimate, "classes": {name: {feature: value,
+    failed on it (its mask from before the CRF was kept); ``empty_mask``: labelled, but the mask
+    holds none of its classes; ``quality``: ``{"image": estimate, "classes": {name: {feature: value,
     "estimate": ...}}}`` (``export.quality``); ``scores``: sparse confusion counts of its mask, of
     the threshold rule's mask (with a CRF) and of the threshold sweep (with ground truth).
     """
