@@ -12,9 +12,9 @@ from commands import GENERATE_TINY, TINY, run
 
 from wsss.cams import ClassifierCam
 from wsss.errors import CheckpointError, ConfigError
-from wsss.masks import IrnSettings, MaskPredictor, ParSettings
+from wsss.masks import IrnSettings, MaskPredictor, ParSettings, SuperpixelSettings
 from wsss.masks.random_walk import line, path_affinities, random_walk
-from wsss.masks.refine import par_affinity
+from wsss.masks.refine import par_affinity, region_means
 from wsss.models import ModelSpec, create_classifier
 from wsss.models.boundary import BoundaryNet, load_affinity, save_affinity
 
@@ -43,6 +43,36 @@ def test_par_spreads_a_map_over_its_object_and_not_beyond():
     after = (refined >= 0.3)[square].mean()
     assert after > before + 0.2, (before, after)
     assert refined[~square].mean() < 0.25 * refined[square].mean()
+
+
+def test_region_means_average_each_map_within_its_regions_then_rescale():
+    regions = np.array([[0, 0, 1], [0, 2, 1]])
+    cams = np.array([[[0.9, 0.3, 0.2], [0.0, 0.5, 0.4]]], np.float32)
+    # naive: region 0 holds 0.9, 0.3, 0.0 (mean 0.4); region 1 0.2, 0.4 (0.3); region 2 0.5
+    means = np.array([[0.4, 0.4, 0.3], [0.4, 0.5, 0.3]])
+    np.testing.assert_allclose(region_means(cams, regions)[0], means / 0.5, rtol=1e-6)
+    half = 0.5 * means + 0.5 * cams[0]
+    np.testing.assert_allclose(region_means(cams, regions, 0.5)[0], half / half.max(), rtol=1e-6)
+    np.testing.assert_allclose(region_means(cams, regions, 0.0), cams / 0.9, rtol=1e-6)
+
+
+def test_superpixels_cut_a_map_that_spills_over_a_colour_edge():
+    """A map covering the square and a band of the grey around it: averaged within SLIC's
+    regions, the grey band's regions (mostly unmapped) fall, the square's rise."""
+    image, _, square = _square_scene()
+    cams = np.zeros((1, 64, 64), np.float32)
+    cams[0, 12:52, 12:40] = 1.0  # the square's left part, and 4 px of grey around it
+    refined = SuperpixelSettings(segments=40).refine(image, cams, [0])[0]
+    spill = ~square & (cams[0] > 0)
+    assert refined.max() == pytest.approx(1.0)
+    assert (refined >= 0.5)[spill].mean() < 0.5 * (cams[0] >= 0.5)[spill].mean()
+    assert (refined >= 0.5)[square].mean() >= (cams[0] >= 0.5)[square].mean()
+
+
+def test_superpixel_settings_are_checked():
+    for bad in ({"segments": 0}, {"compactness": 0.0}, {"mix": 1.5}):
+        with pytest.raises(ConfigError, match="refine"):
+            SuperpixelSettings(**bad).validate()
 
 
 def test_a_boundary_cuts_the_affinity_of_pairs_across_it():

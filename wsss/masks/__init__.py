@@ -1,5 +1,5 @@
-"""From maps to masks: the threshold rule, map refiners (PAR, IRN's random walk), the dense CRF,
-and the per-image predictor that every caller uses (:class:`MaskPredictor`)."""
+"""From maps to masks: the threshold rule, map refiners (PAR, IRN's random walk, superpixels), the
+dense CRF, and the per-image predictor that every caller uses (:class:`MaskPredictor`)."""
 
 from wsss.masks.crf import CRFFailure, CRFSettings, crf_label_map, crf_label_maps
 from wsss.masks.predictor import (
@@ -10,7 +10,7 @@ from wsss.masks.predictor import (
     working_size,
 )
 from wsss.masks.random_walk import IrnSettings
-from wsss.masks.refine import REFINERS, ParSettings, RefineSettings
+from wsss.masks.refine import REFINERS, ParSettings, RefineSettings, SuperpixelSettings
 from wsss.masks.threshold import IGNORE, ThresholdSettings, cam_to_label_map
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "REFINERS",
     "ParSettings",
     "RefineSettings",
+    "SuperpixelSettings",
     "CRFFailure",
     "CRFSettings",
     "MaskPrediction",
