@@ -317,12 +317,47 @@ def test_bench_large_photos(workspace):
 
 
 def test_labels_from_masks(voc_root, tmp_path):
+    """The labels file of a VOC-layout folder, checked against the masks read here, and a
+    generation over it as a folder dataset (COCO file names relative to JPEGImages/)."""
+    import shutil
+
+    import numpy as np
+
+    from wsss.cams import ClassifierCam
+    from wsss.data import load_label_map, load_split
+    from wsss.data.voc import VOC_CLASSES
+    from wsss.engine.generation import generate_pseudo_masks
+    from wsss.export import ExportSettings
+    from wsss.masks import MaskPredictor
+    from wsss.models import ModelSpec, create_classifier
+
+    data = tmp_path / "data"  # a folder dataset of the VOC layout: labels file beside the photos
+    for folder in ("JPEGImages", "SegmentationClass"):
+        shutil.copytree(voc_root / folder, data / folder)
+    listed = voc_root / "ImageSets/Segmentation/train.txt"
     out = script(
-        "labels_from_masks.py", "--root", str(voc_root), "--list",
-        "ImageSets/Segmentation/train.txt", "--out", str(tmp_path / "train.csv"),
-        cwd=tmp_path, cache=tmp_path / "cache",
+        "labels_from_masks.py", "--root", str(voc_root), "--list", str(listed),
+        "--out", str(data / "train.csv"), cwd=tmp_path, cache=tmp_path / "cache",
     )  # fmt: skip
-    assert out.startswith("wrote ") and (tmp_path / "train.csv").read_text().startswith("file,")
+    assert out.startswith("wrote ")
+    expected = ["file,labels"]
+    for image_id in listed.read_text().split():
+        mask = load_label_map(voc_root / "SegmentationClass" / f"{image_id}.png")
+        present = [int(c) for c in np.unique(mask) if 0 < c < 255]
+        if present:  # a photo of background alone has no label and is left out
+            names = ";".join(VOC_CLASSES[c - 1] for c in present)
+            expected.append(f"{image_id}.jpg,{names}")
+    assert (data / "train.csv").read_text().splitlines() == expected
+
+    split = load_split(data, "train.csv", images_dir="JPEGImages", masks_dir="SegmentationClass")
+    assert split.class_names == tuple(VOC_CLASSES) and split.has_masks
+    assert len(split) == len(expected) - 1
+    model = create_classifier(ModelSpec("smallcnn", None, {"width": 4}), 20)
+    generated = tmp_path / "out"
+    generate_pseudo_masks(MaskPredictor(model, ClassifierCam(scales=[1.0])), split, generated,
+                          ExportSettings(overlays=0))  # fmt: skip
+    coco = json.loads((generated / "annotations.json").read_text())
+    assert [i["file_name"] for i in coco["images"]] == [e.split(",")[0] for e in expected[1:]]
 
 
 def test_bench_walk(tmp_path):
