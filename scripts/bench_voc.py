@@ -103,8 +103,13 @@ def run(module: str, args: list[str], log: Path) -> tuple[float, float]:
     return time.perf_counter() - start, usage.ru_maxrss / 1024
 
 
+#: the stages this invocation ran or found finished, in order
+STAGES_RUN: list[str] = []
+
+
 def stage(name: str, out: Path, done: Path, module: str, args: list[str]) -> dict:
     """Run a stage unless its ``done`` file exists; its timing is kept in out/timings.json."""
+    STAGES_RUN.append(name)
     timings_path = out / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
     if not done.is_file() or name not in timings:
@@ -275,11 +280,12 @@ def main() -> None:
         for name, targets in (("preset", [f"pseudo_masks={out / 'masks_preset'}"]),
                               ("ground_truth", ["targets=ground_truth"])):  # fmt: skip
             folder = out / f"segmentation_{name}"
-            stage(f"segmentation_{name}", out, folder / "metrics.json", "wsss.train_segmentation", [
-                *data, "segmentation=lite0", *targets, "train_split=fit", "eval_split=heldout",
-                "score_train=true", f"cache_dir={out / 'cache'}", *args.segment,
-                f"hydra.run.dir={folder}",
-            ])  # fmt: skip
+            timing[f"segmentation_{name}"] = stage(
+                f"segmentation_{name}", out, folder / "metrics.json", "wsss.train_segmentation", [
+                    *data, "segmentation=lite0", *targets, "train_split=fit",
+                    "eval_split=heldout", "score_train=true", f"cache_dir={out / 'cache'}",
+                    *args.segment, f"hydra.run.dir={folder}",
+                ])  # fmt: skip
             metrics = json.loads((folder / "metrics.json").read_text())
             segmentation[name] = metrics["eval"]["miou"]
             segmentation[f"{name}_on_fit"] = metrics["train"]["miou"]
@@ -301,6 +307,12 @@ def main() -> None:
     bare = bare_training_step_seconds(config, steps=4)
     samples = config.dataset.load("all", cache_dir=out / "cache").samples[: args.timing_images]
     maps_seconds, floor_seconds = maps_against_their_forwards(config, checkpoint, samples, 2)
+    timings = json.loads((out / "timings.json").read_text())
+    classifier_seconds = round(
+        classifier["seconds_per_epoch"] * classifier["epoch"]
+        + classifier.get("validation_seconds", 0),
+        1,
+    )
     figures = {
         "regime": "folder" if args.folder else "voc_train",
         "images": counts["all"],
@@ -316,16 +328,19 @@ def main() -> None:
         # a classifier given (checkpoint=) or cached by an earlier invocation: the command did not
         # train it, and its training time is the checkpoint's own record
         "classifier_given": not summary["trained_in_this_run"],
-        "classifier_train_seconds": round(
-            classifier["seconds_per_epoch"] * classifier["epoch"]
-            + classifier.get("validation_seconds", 0),
-            1,
-        ),
+        "classifier_train_seconds": classifier_seconds,
         "complete": True,
         "timings": timing,
         "same_as": same_as,
         "rows": {f"{n}/{p}": r for (n, p), r in results.items()},
         "segmentation_miou": segmentation,
+        # every stage of this command (mask runs, evaluations, segmentation models, each timed
+        # when it ran), and the classifier's training where no mask run included it
+        "record_seconds": round(
+            sum(timings[name]["seconds"] for name in STAGES_RUN)
+            + (0 if summary["trained_in_this_run"] else classifier_seconds),
+            1,
+        ),  # fmt: skip
     }
     if segmentation:
         figures["segmentation_ratio"] = segmentation["preset"] / segmentation["ground_truth"]
@@ -378,6 +393,12 @@ def print_tables(f: dict, runs) -> None:
         print(f"the preset's masks of the fit photos: mIoU {seg['preset_masks_on_fit']:.4f}")
     if "segmentation_ratio" in f:
         print(f"ratio pseudo-masks / ground truth: {f['segmentation_ratio']:.3f}")
+    for name in ("preset", "ground_truth"):
+        if f"segmentation_{name}" in f["timings"]:
+            minutes = f["timings"][f"segmentation_{name}"]["seconds"] / 60
+            print(f"segmentation model on {name} masks: {minutes:.1f} min")
+    print(f"the whole record (every stage above, the classifier included): "
+          f"{f['record_seconds'] / 60:.1f} min")  # fmt: skip
 
 
 if __name__ == "__main__":

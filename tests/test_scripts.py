@@ -197,6 +197,12 @@ def test_bench_voc(voc_root, tmp_path):
             metrics["train"]["miou"],
         )
         assert f"mIoU {seg[name]:.4f} on the held-out photos, {seg[f'{name}_on_fit']:.4f}" in out
+    timings = json.loads((tmp_path / "bench" / "timings.json").read_text())
+    assert figures["record_seconds"] == pytest.approx(
+        sum(t["seconds"] for t in timings.values()), abs=0.2
+    )
+    whole = f"{figures['record_seconds'] / 60:.1f} min"
+    assert f"the whole record (every stage above, the classifier included): {whole}" in out
     masks = json.loads((tmp_path / "bench" / "evaluate_preset_fit" / "metrics.json").read_text())
     assert seg["preset_masks_on_fit"] == masks["masks_on_disk"]["miou"]
     bench = tmp_path / "bench"
