@@ -13,12 +13,15 @@ turn within each round (``scripts/_timing.py``), so that load on the machine hit
 3. **The stages**: the maps (``MaskPredictor.maps`` at the defaults, the chosen backend), the
    threshold rule, the boundary map and IRN's random walk (``--affinity``: a boundary network;
    the walk also as the earlier sparse-matrix products, for the speed-up), the dense CRF (label
-   mode, at the working resolution) and writing (label PNG + COCO annotations).
+   mode, at the working resolution), superpixel averaging and writing (label PNG + COCO
+   annotations); with ``--prototypes`` (LPCAM's, e.g. from a ``preset=photos`` run's cache),
+   LPCAM's maps and ``preset=photos`` whole for the photo (LPCAM maps, rule, CRF, writing).
 4. **The peer**: pytorch-grad-cam's Grad-CAM (``pip install grad-cam``; for a GAP + linear head it
    is CAM up to scale) on the same views and classes, one call per class as its API takes them.
 
     python scripts/bench_speed.py --checkpoint runs/voc/train/checkpoint.pt \\
-        --affinity runs/voc/affinity.pt --json results/bench_speed.json
+        --affinity runs/voc/affinity.pt --prototypes runs/voc/prototypes.pt \\
+        --json results/bench_speed.json
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from _timing import interleaved
 from PIL import Image
 
 from wsss.cams import ClassifierCam
+from wsss.cams.methods import PrototypeCam
 from wsss.data import load_image
 from wsss.data.voc import VOC_CLASSES
 from wsss.export import coco_annotations
@@ -45,6 +49,7 @@ from wsss.masks import (
     CRFSettings,
     IrnSettings,
     MaskPredictor,
+    SuperpixelSettings,
     ThresholdSettings,
     at_working_size,
     working_size,
@@ -171,6 +176,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--affinity", type=Path, default=None, help="a boundary network")
+    parser.add_argument("--prototypes", type=Path, default=None, help="LPCAM's prototypes.pt")
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT)
     parser.add_argument("--image", default=None, help="a VOC image id (default: the first)")
     parser.add_argument("--repeats", type=int, default=3)
@@ -247,8 +253,21 @@ def stage_times(image, classes, model, cam, args) -> dict[str, float]:
         "threshold rule (otsu)": lambda: predictor.rule.label_map(maps, classes),
         "dense CRF (label mode, 2 runs)": lambda: crf_label_map(small, working, classes,
                                                                 CRFSettings()),
+        "superpixels (SLIC, 200 regions)": lambda: SuperpixelSettings().refine(
+            small, working, classes),
         "writing (PNG + COCO)": lambda: write_outputs(out, label_map, maps, classes),
     }  # fmt: skip
+    if args.prototypes:
+        lpcam = PrototypeCam(prototypes=str(args.prototypes))
+        lpcam_maps = MaskPredictor(model, lpcam, ThresholdSettings())
+        preset = MaskPredictor(model, lpcam, ThresholdSettings(), CRFSettings())
+
+        def whole_preset():
+            prediction = preset.predict(image, classes)
+            write_outputs(out, prediction.mask, prediction.cams, classes)
+
+        fns["LPCAM maps (scales 1.0, 1.5 + flips)"] = lambda: lpcam_maps.maps([image], [classes])
+        fns["preset=photos whole (LPCAM, rule, CRF, writing)"] = whole_preset
     if args.affinity:
         irn = IrnSettings(checkpoint=str(args.affinity))
         edge = irn.boundary(small)

@@ -450,15 +450,32 @@ def test_irn_ablation(voc_root, tmp_path):
 def test_bench_speed(workspace, voc_root, tmp_path):
     """One photo through every engine and stage, the machine's own GFLOP/s, and the peer."""
     root, cache, checkpoint = workspace
+    import torch
+
+    from wsss.cams.prototypes import Prototypes
+    from wsss.models import load_checkpoint
+
+    classifier = load_checkpoint(checkpoint)  # prototypes in its feature space: 2 + 2 per class
+    weights = classifier.model.cam_weights.detach()
+    prototypes = Prototypes(list(classifier.class_names),
+                            [torch.randn(2, weights.shape[1]) for _ in weights],
+                            [torch.randn(2, weights.shape[1]) for _ in weights])  # fmt: skip
+    prototypes.save(tmp_path / "prototypes.pt")
     out = script("bench_speed.py", "--checkpoint", str(checkpoint), "--root", str(voc_root),
-                 "--repeats", "1", "--json", str(tmp_path / "speed.json"), cwd=root,
-                 cache=cache)  # fmt: skip
+                 "--repeats", "1", "--prototypes", str(tmp_path / "prototypes.pt"),
+                 "--json", str(tmp_path / "speed.json"), cwd=root, cache=cache)  # fmt: skip
     saved = json.loads((tmp_path / "speed.json").read_text())["figures"]
     engines = {row["engine"]: row for row in saved["forward"]}
     assert "PyTorch eager (float32, channels-last)" in engines and "OpenVINO" in engines
     assert engines["OpenVINO"]["max_relative_difference"] < 1e-4
     assert saved["forward_gflop"] > 0 and saved["machine_gflops"]["gemm"] > 0
-    assert "dense CRF (label mode, 2 runs)" in saved["stages"]
+    stages = saved["stages"]
+    assert (
+        "dense CRF (label mode, 2 runs)" in stages and "superpixels (SLIC, 200 regions)" in stages
+    )
+    whole = stages["preset=photos whole (LPCAM, rule, CRF, writing)"]
+    assert whole > stages["LPCAM maps (scales 1.0, 1.5 + flips)"] > 0  # the maps are part of it
+    assert f"| preset=photos whole (LPCAM, rule, CRF, writing) | {whole:.3f} |" in out
     assert "| OpenVINO |" in out and "GFLOP/s" in out
 
 
