@@ -119,3 +119,219 @@ def test_fixed_and_per_map_thresholds_by_hand():
     assert per_map.tolist() == [[3, 3, 1]]
     uncertain = cam_to_label_map(cams, [0, 2], 0.3, fg_threshold=0.5)
     assert uncertain.tolist() == [[255, 255, 1]]
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"rule": "median"}, r"mask.rule must be one of \('fixed', 'otsu', 'mass'\), got 'median'"),
+        ({"bg_threshold": -0.01}, r"mask.bg_threshold must be in \[0, 1\], got -0.01"),
+        ({"bg_threshold": 1.01}, r"mask.bg_threshold must be in \[0, 1\], got 1.01"),
+        ({"bg_threshold": 0.3, "fg_threshold": 0.2}, r"fg_threshold must be in \[bg_threshold"),
+        ({"fg_threshold": 1.01}, r"mask.fg_threshold must be in \[bg_threshold, 1\], got 1.01"),
+        ({"mass": 0.0}, r"mask.mass must be in \(0, 1\], got 0.0"),
+        ({"mass": 1.01}, r"mask.mass must be in \(0, 1\], got 1.01"),
+    ],
+)
+def test_threshold_settings_refuse_out_of_range_values_naming_them(settings, message):
+    from wsss.errors import ConfigError
+    from wsss.masks import ThresholdSettings
+
+    with pytest.raises(ConfigError, match=message):
+        ThresholdSettings(**settings).validate()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"bg_threshold": 0.0}, {"bg_threshold": 1.0}, {"bg_threshold": 0.3, "fg_threshold": 0.3},
+     {"fg_threshold": 1.0}, {"mass": 1.0}, {"rule": "fixed"}, {"rule": "mass"}],
+)  # fmt: skip
+def test_threshold_settings_accept_their_bounds(settings):
+    from wsss.masks import ThresholdSettings
+
+    ThresholdSettings(**settings).validate()
+
+
+def test_each_rule_describes_itself_and_gives_its_thresholds():
+    from wsss.masks import ThresholdSettings
+    from wsss.masks.threshold import mass_threshold, otsu_threshold
+
+    assert ThresholdSettings(rule="fixed", bg_threshold=0.2).describe() == "threshold 0.20"
+    assert ThresholdSettings(rule="otsu").describe() == "otsu rule"
+    assert ThresholdSettings(rule="mass", mass=0.7).describe() == "mass rule 0.7"
+    cams = np.random.default_rng(1).random((2, 8, 8)).astype(np.float32)
+    assert ThresholdSettings(rule="fixed", bg_threshold=0.2).thresholds(cams) == 0.2
+    otsu = ThresholdSettings(rule="otsu").thresholds(cams)
+    assert otsu.tolist() == [np.float32(otsu_threshold(m)) for m in cams]
+    mass = ThresholdSettings(rule="mass", mass=0.7).thresholds(cams)
+    assert mass.tolist() == [np.float32(mass_threshold(m, 0.7)) for m in cams]
+    assert otsu.dtype == mass.dtype == np.float32
+
+
+def test_otsu_threshold_of_two_clusters_lies_between_them():
+    from wsss.masks.threshold import otsu_threshold
+
+    values = np.concatenate([np.full(60, 0.2), np.full(40, 0.8)])
+    assert 0.2 < otsu_threshold(values) <= 0.8
+    assert (values >= otsu_threshold(values)).sum() == 40
+    # 4 bins (edges 0, .25, .5, .75, 1): the cuts after bins 0, 1 and 2 split the two clusters
+    # alike; the first, the lowest, is kept
+    assert otsu_threshold(values, bins=4) == 0.25
+
+
+def test_mass_threshold_takes_the_largest_value_that_keeps_the_share():
+    from wsss.masks.threshold import mass_threshold
+
+    values = np.array([0.5, 0.25, 0.125, 0.125], np.float32)  # total 1, exact in binary
+    assert mass_threshold(values, 0.5) == 0.5  # 0.5 alone holds half
+    assert mass_threshold(values, 0.51) == 0.25
+    assert mass_threshold(values, 0.75) == 0.25
+    assert mass_threshold(values, 0.76) == 0.125
+    assert mass_threshold(values.reshape(2, 2), 0.75) == 0.25  # any shape
+
+
+@pytest.mark.parametrize(
+    "classes, message",
+    [
+        ([True], r"class True in \[True\]: classes are 0-based indices"),
+        (["cat"], r"split.class_names.index\(name\)"),
+        ([1.0], r"class 1.0 in \[1.0\]"),
+        ([254], r"class index 254: a uint8 label map holds classes 0..253 \(value = index \+ 1; "
+                r"0 means background, 255 uncertain\)"),
+        ([-1], r"class index -1"),
+    ],
+)  # fmt: skip
+def test_class_indices_a_label_map_cannot_hold_are_refused(classes, message):
+    cams = np.zeros((1, 2, 2), np.float32)
+    with pytest.raises(ValueError, match=message):
+        cam_to_label_map(cams, classes, 0.5)
+
+
+def test_the_largest_class_index_and_numpy_integers_are_accepted():
+    cams = np.ones((2, 1, 1), np.float32)
+    assert cam_to_label_map(cams, [np.int64(253), 0], 0.5).tolist() == [[254]]
+
+
+def test_maps_that_do_not_match_their_classes_are_refused():
+    with pytest.raises(ValueError, match=r"cams must be \(len\(classes\), H, W\), got \(2, 3\)"):
+        cam_to_label_map(np.zeros((2, 3), np.float32), [0, 1], 0.5)
+    with pytest.raises(ValueError, match=r"got \(1, 2, 2\) for \[0, 1\]"):
+        cam_to_label_map(np.zeros((1, 2, 2), np.float32), [0, 1], 0.5)
+    with pytest.raises(ValueError, match="fg_threshold 0.2 < bg_threshold 0.3"):
+        cam_to_label_map(np.zeros((1, 2, 2), np.float32), [0], 0.3, fg_threshold=0.2)
+
+
+def test_a_map_exactly_at_its_threshold_is_kept():
+    cams = np.array([[[0.3, 0.29]]], np.float32)
+    assert cam_to_label_map(cams, [0], np.float32(0.3)).tolist() == [[1, 0]]
+    assert cam_to_label_map(cams, [0], np.array([0.3], np.float32)).tolist() == [[1, 0]]
+    band = cam_to_label_map(np.array([[[0.3, 0.5, 0.49]]], np.float32), [0], 0.3, 0.5)
+    assert band.tolist() == [[IGNORE, 1, IGNORE]]
+    per_map_band = cam_to_label_map(
+        np.array([[[0.3, 0.5]], [[0.1, 0.0]]], np.float32), [0, 1], np.array([0.3, 0.5]), 0.5
+    )
+    assert per_map_band.tolist() == [[IGNORE, 1]]
+
+
+def test_confusion_matrix_equals_per_class_sets_counted_naively():
+    """Random label maps: IoU, precision and recall per class against sets of pixels counted
+    here (255 in the ground truth ignored; a 255 prediction scored as background)."""
+    rng = np.random.default_rng(3)
+    gt = rng.integers(0, 4, (2, 9, 11)).astype(np.uint8)
+    gt[rng.random(gt.shape) < 0.1] = IGNORE
+    pred = rng.integers(0, 4, gt.shape).astype(np.uint8)
+    pred[rng.random(gt.shape) < 0.15] = IGNORE
+    cm = ConfusionMatrix(4)
+    for p, g in zip(pred, gt, strict=True):
+        cm.update(p, g)
+    valid = gt != IGNORE
+    scored = np.where(pred == IGNORE, 0, pred)
+    summary = cm.summary(["a", "b", "c"])
+    for k, name in enumerate(["background", "a", "b", "c"]):
+        truth, marked = valid & (gt == k), valid & (scored == k)
+        iou = (truth & marked).sum() / (truth | marked).sum()
+        assert cm.iou[k] == pytest.approx(iou)
+        stats = summary["per_class"][name]
+        assert stats["iou"] == round(iou, 4)
+        assert stats["precision"] == round((truth & marked).sum() / marked.sum(), 4)
+        assert stats["recall"] == round((truth & marked).sum() / truth.sum(), 4)
+    confident = valid & (pred != IGNORE)
+    truths = [confident & (gt == k) for k in range(4)]
+    marks = [confident & (pred == k) for k in range(4)]
+    ious = [(t & m).sum() / (t | m).sum() for t, m in zip(truths, marks, strict=True)]
+    assert cm.miou_confident == pytest.approx(np.mean(ious))
+    assert summary["miou"] == round(cm.miou, 4)
+    assert summary["miou_confident_pixels"] == round(cm.miou_confident, 4)
+    uncertain = (valid & (pred == IGNORE)).sum()
+    assert summary["uncertain_pixels"] == uncertain and summary["pixels"] == valid.sum()
+    assert summary["uncertain_pixel_fraction"] == round(uncertain / valid.sum(), 4)
+    objects, marked_objects = valid & (gt > 0), valid & (scored > 0)
+    assert summary["foreground"] == {
+        "precision": round((objects & marked_objects).sum() / marked_objects.sum(), 4),
+        "recall": round((objects & marked_objects).sum() / objects.sum(), 4),
+    }
+
+
+def test_confusion_matrix_refuses_what_it_cannot_count():
+    cm = ConfusionMatrix(3)
+    with pytest.raises(ValueError, match=r"shape mismatch: \(1, 2\) vs \(2, 1\)"):
+        cm.update(np.zeros((1, 2), np.uint8), np.zeros((2, 1), np.uint8))
+    with pytest.raises(ValueError, match="ground truth has class ids >= 3"):
+        cm.update(np.zeros((1, 2), np.uint8), np.array([[0, 3]], np.uint8))
+    with pytest.raises(ValueError, match="prediction has class ids >= 3"):
+        cm.update(np.array([[3, 0]], np.uint8), np.zeros((1, 2), np.uint8))
+    # 255 in the ground truth is no class id; 2 (the last) is one
+    cm.update(np.array([[2, 1]], np.uint8), np.array([[2, IGNORE]], np.uint8))
+    assert cm.matrix.sum() == 1 and cm.matrix[2, 2] == 1
+
+
+def test_confusion_matrices_merge_and_travel_as_sparse_counts():
+    first, second = ConfusionMatrix(3), ConfusionMatrix(3)
+    first.update(np.array([[0, 1, IGNORE]], np.uint8), np.array([[0, 2, 1]], np.uint8))
+    second.update(np.array([[2, 2, IGNORE]], np.uint8), np.array([[2, 1, 2]], np.uint8))
+    sparse = first.to_sparse()
+    assert sparse == {"matrix": [[0, 0, 1], [2, 1, 1]], "uncertain": [[1, 1]]}
+    copy = ConfusionMatrix(3)
+    copy.add_sparse(sparse)
+    copy.add_sparse(second.to_sparse())
+    first.merge(second)
+    assert np.array_equal(copy.matrix, first.matrix) and first.matrix.sum() == 4
+    assert np.array_equal(copy.uncertain_by_gt, first.uncertain_by_gt)
+    assert first.uncertain_by_gt.tolist() == [0, 1, 1]
+
+
+def test_an_empty_confusion_matrix_and_an_absent_class_have_no_figures():
+    cm = ConfusionMatrix(3)
+    assert cm.uncertain_fraction == 0.0
+    assert all(np.isnan(v) for v in cm.foreground_precision_recall)
+    cm.update(np.array([[0, 1]], np.uint8), np.array([[0, 1]], np.uint8))
+    summary = cm.summary(["a", "b"])
+    assert summary["per_class"]["b"] == {"iou": None, "precision": None, "recall": None}
+    assert summary["miou"] == 1.0  # the mean over the classes seen
+    only_background = ConfusionMatrix(2)
+    only_background.update(np.zeros((1, 2), np.uint8), np.zeros((1, 2), np.uint8))
+    assert only_background.summary([])["foreground"] == {"precision": None, "recall": None}
+
+
+def test_sweep_accumulates_travels_and_reports_each_threshold(tmp_path):
+    from wsss.metrics.segmentation import DEFAULT_SWEEP
+
+    assert DEFAULT_SWEEP == (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
+    gt = np.array([[1, 1, 0, 0]], np.uint8)
+    cams = np.array([[[0.9, 0.5, 0.3, 0.1]]], np.float32)
+    sweep = ThresholdSweep(2, thresholds=[0.2, 0.4])
+    sweep.update(cams, [0], gt)
+    # 0.2: marks 3 pixels (bg IoU 1/2, class 2/3); 0.4: marks 2 (both exact)
+    assert sweep.mious == pytest.approx([(0.5 + 2 / 3) / 2, 1.0])
+    copy = ThresholdSweep(2, thresholds=[0.2, 0.4])
+    copy.add_sparse(sweep.to_sparse())
+    assert copy.mious == sweep.mious
+    assert sweep.summary() == {
+        "note": "best threshold is tuned on the ground truth: an upper bound, not a result",
+        "thresholds": [0.2, 0.4],
+        "miou": [round((0.5 + 2 / 3) / 2, 4), 1.0],
+        "best_threshold": 0.4,
+        "best_miou": 1.0,
+    }
+    sweep.save_plot(tmp_path / "sweep.png", fixed_threshold=0.2)
+    assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
