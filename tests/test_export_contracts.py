@@ -47,6 +47,93 @@ def test_polygons_fill_holes_split_blobs_and_keep_slivers():
     assert np.array_equal(decoded, ndimage.binary_fill_holes(mask))
 
 
+def test_annotations_by_hand_every_field():
+    """Two classes on a 4x6 map, worked out by hand: category ids through a mapping, the score
+    from the maps or the classifier, the quality, area and bbox of the RLE."""
+    from wsss.export import coco_annotations
+
+    label_map = np.zeros((4, 6), np.uint8)
+    label_map[0:2, 0:3] = 3  # class index 2: 6 pixels, x 0..2, y 0..1
+    label_map[3, 4:6] = 1  # class index 0: 2 pixels
+    cams = np.zeros((3, 4, 6), np.float32)
+    cams[0, 3, 4:6] = (0.5, 0.25)
+    cams[2, 0:2, 0:3] = 0.75
+    annotations = coco_annotations(label_map, cams, [0, 1, 2], 7, category_ids=[10, 20, 30],
+                                   quality={0: 0.123456, 2: 0.9})  # fmt: skip
+    first, second = annotations  # class 1 is absent: no annotation
+    assert {k: v for k, v in first.items() if k != "segmentation"} == {
+        "image_id": 7, "category_id": 10, "area": 2.0, "bbox": [4.0, 3.0, 2.0, 1.0],
+        "iscrowd": 0, "score": 0.375, "quality": 0.1235,
+    }  # fmt: skip
+    assert second["category_id"] == 30 and second["area"] == 6.0 and second["score"] == 0.75
+    assert second["bbox"] == [0.0, 0.0, 3.0, 2.0] and second["quality"] == 0.9
+    assert np.array_equal(mask_utils.decode(second["segmentation"]), label_map == 3)
+    by_classifier = coco_annotations(label_map, cams, [0, 1, 2], 7, probabilities=[0.61, 0.2, 0.93])
+    assert [a["score"] for a in by_classifier] == [0.61, 0.93]
+    assert [a["category_id"] for a in by_classifier] == [1, 3]  # default: index + 1
+    assert "quality" not in by_classifier[0]
+    polygons = coco_annotations(label_map, cams, [2], 1, polygons=True)
+    (outline,) = polygons[0]["segmentation"]  # the 3x2 block's edges, corners cut by half a pixel
+    corners = {(0.0, 0.5), (0.5, 0.0), (2.5, 0.0), (3.0, 0.5), (3.0, 1.5), (2.5, 2.0), (0.5, 2.0),
+               (0.0, 1.5)}  # fmt: skip
+    assert len(outline) == 16 and set(zip(outline[::2], outline[1::2], strict=True)) == corners
+    assert polygons[0]["area"] == 6.0 and polygons[0]["bbox"] == [0.0, 0.0, 3.0, 2.0]
+    with pytest.raises(ValueError, match=r"instances must be one of \('class', 'component'\)"):
+        coco_annotations(label_map, cams, [0], 1, instances="blob")
+
+
+def test_components_split_a_class_into_its_8_connected_blobs():
+    from wsss.export import coco_annotations
+
+    label_map = np.zeros((5, 5), np.uint8)
+    label_map[0, 0] = label_map[1, 1] = 1  # diagonal neighbours: one 8-connected blob
+    label_map[4, 4] = 1
+    cams = np.ones((1, 5, 5), np.float32)
+    blobs = coco_annotations(label_map, cams, [0], 1, instances="component")
+    assert [a["area"] for a in blobs] == [2.0, 1.0]
+    assert len(coco_annotations(label_map, cams, [0], 1)) == 1
+
+
+def test_the_coco_file_numbers_annotations_and_lists_categories(tmp_path):
+    from wsss.export.coco import coco_categories, write_coco
+
+    assert coco_categories(["cat", "dog"]) == [
+        {"id": 1, "name": "cat", "supercategory": "object"},
+        {"id": 2, "name": "dog", "supercategory": "object"},
+    ]
+    assert [c["id"] for c in coco_categories(["cat", "dog"], [17, 3])] == [17, 3]
+    images = [{"id": 1, "file_name": "a.jpg", "height": 2, "width": 2}]
+    write_coco(tmp_path / "a.json", images, [{"image_id": 1}, {"image_id": 1}], ["cat"])
+    written = json.loads((tmp_path / "a.json").read_text())
+    assert written == {
+        "info": {"description": "wsss pseudo-masks"},
+        "images": images,
+        "annotations": [{"image_id": 1, "id": 1}, {"image_id": 1, "id": 2}],
+        "categories": [{"id": 1, "name": "cat", "supercategory": "object"}],
+    }
+    write_coco(tmp_path / "b.json", [], [], ["cat"], description="mine", category_ids=[5])
+    written = json.loads((tmp_path / "b.json").read_text())
+    assert written["info"] == {"description": "mine"} and written["categories"][0]["id"] == 5
+
+
+def test_rle_counts_are_a_json_string_that_decodes_to_the_mask():
+    from wsss.export import mask_to_rle
+
+    mask = np.zeros((3, 4), bool)
+    mask[1, 1:3] = True
+    rle = mask_to_rle(mask)
+    assert isinstance(rle["counts"], str) and rle["size"] == [3, 4]
+    assert np.array_equal(mask_utils.decode({**rle, "counts": rle["counts"].encode()}), mask)
+
+
+def test_a_simplified_outline_still_covers_its_corners():
+    mask = np.zeros((12, 12), bool)
+    mask[2:10, 2:10] = True
+    exact, coarse = mask_to_polygons(mask)[0], mask_to_polygons(mask, tolerance=0.0)[0]
+    assert len(coarse) >= len(exact) == 16  # 8 points: each corner cut by half a pixel
+    assert np.array_equal(_polygon_mask([coarse], 12, 12).astype(bool), mask)
+
+
 @pytest.fixture(scope="module")
 def generated(tiny_dataset, tmp_path_factory):
     """Three generate runs on the tiny dataset: RLE per class, polygons, and components."""
