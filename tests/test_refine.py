@@ -134,6 +134,47 @@ def test_a_seed_spreads_through_its_region_and_stops_at_a_wall():
     assert np.allclose(walked[:, :8].numpy(), expected, rtol=1e-3)
 
 
+def test_half_disk_holds_each_pair_within_the_radius_once():
+    from wsss.masks.random_walk import half_disk
+
+    for radius in (2, 5):
+        disk = {(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)
+                if dy * dy + dx * dx < radius * radius and (dy, dx) != (0, 0)}  # fmt: skip
+        offsets = half_disk(radius)
+        assert len(offsets) == len(set(offsets)) == len(disk) // 2
+        assert set(offsets) | {(-dy, -dx) for dy, dx in offsets} == disk
+    assert len(half_disk(5)) == 34  # 69 grid points lie within 5 of a pixel, itself included
+
+
+def test_affinities_are_one_inside_a_clear_image_and_zero_across_its_border():
+    affinity, offsets = path_affinities(torch.zeros(1, 1, 4, 5), radius=3)
+    assert affinity.shape == (1, len(offsets), 4, 5)
+    for k, (dy, dx) in enumerate(offsets):
+        ys, xs = np.mgrid[0:4, 0:5]
+        inside = (ys + dy >= 0) & (ys + dy < 4) & (xs + dx >= 0) & (xs + dx < 5)
+        assert np.array_equal(affinity[0, k].numpy(), inside.astype(np.float32)), (dy, dx)
+    wall = torch.zeros(1, 1, 3, 3)
+    wall[..., 1, 1] = 0.7  # the centre: pairs whose line passes it keep 1 - 0.7
+    affinity, offsets = path_affinities(wall, radius=3)
+    assert float(affinity[0, offsets.index((1, 1)), 0, 0]) == pytest.approx(0.3)
+    assert float(affinity[0, offsets.index((0, 1)), 0, 0]) == 1.0
+
+
+def test_irn_settings_refuse_bad_values_and_a_missing_network():
+    for bad in ({"radius": 1}, {"beta": 0.0}, {"exp_times": -1}, {"exp_times": 13}):
+        with pytest.raises(ConfigError, match="refine.radius >= 2, refine.beta > 0"):
+            IrnSettings(checkpoint="x.pt", **bad).validate()
+    with pytest.raises(ConfigError, match="refine.backend must be auto, torch, openvino or "
+                                          "onnxruntime, got 'tpu'"):  # fmt: skip
+        IrnSettings(checkpoint="x.pt", backend="tpu").validate()
+    IrnSettings(radius=2, exp_times=0).validate()
+    IrnSettings(exp_times=12).validate()
+    with pytest.raises(ConfigError, match=r"refine=irn needs refine.checkpoint=<affinity.pt>"):
+        IrnSettings().boundary(np.zeros((8, 8, 3), np.uint8))
+    empty = np.zeros((0, 8, 8), np.float32)
+    assert IrnSettings().refine(np.zeros((8, 8, 3), np.uint8), empty, []) is empty
+
+
 @pytest.fixture(scope="module")
 def boundary_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
@@ -166,6 +207,19 @@ def test_irn_propagation_never_leaves_the_images_classes(boundary_checkpoint):
     assert set(np.unique(prediction.label_map)) <= {0, 2, 5}
     # IRN's is 0.25; 0.40 was best on VOC's tune photos for every boundary network (README)
     assert predictor.rule.bg_threshold == 0.40, "the walk's background score, not the CAM's"
+
+
+def test_the_boundary_map_averages_the_image_and_its_mirror(boundary_checkpoint):
+    path, _ = boundary_checkpoint
+    image = np.random.default_rng(1).integers(0, 255, (32, 40, 3), np.uint8)
+    net = load_affinity(str(path))
+    x = torch.from_numpy(image).permute(2, 0, 1).float()[None] / 255
+    with torch.inference_mode():
+        plain, mirrored = net(x)[0, 0], net(x.flip(-1))[0, 0].flip(-1)
+    both = IrnSettings(checkpoint=str(path), backend="torch").boundary(image)
+    alone = IrnSettings(checkpoint=str(path), backend="torch", flip=False).boundary(image)
+    assert torch.allclose(both, (plain + mirrored) / 2, atol=1e-5)
+    assert torch.allclose(alone, plain, atol=1e-5)
 
 
 def test_training_the_boundary_net_lowers_its_loss():
