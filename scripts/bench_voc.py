@@ -38,14 +38,17 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from _results import save_result  # scripts/, beside this file
 from _timing import interleaved
 
+from wsss.cams.methods import PrototypeCam
 from wsss.cli.config import compose_config
 from wsss.data import load_image
+from wsss.engine.prototype_stage import prototypes_for
 from wsss.masks import MaskPredictor
 from wsss.masks.predictor import working_size
 from wsss.models import create_classifier, load_checkpoint
@@ -145,8 +148,13 @@ def bare_training_step_seconds(config, steps: int) -> float:
 def maps_against_their_forwards(config, checkpoint: Path, samples, repeats: int):
     """Seconds per image of the maps (MaskPredictor.maps at the configured working size, scales,
     flip and backend) and of the plain PyTorch forward passes of the same views, timed in turn."""
-    model = load_checkpoint(checkpoint).model
-    predictor = MaskPredictor(model, config.cam, config.mask, device="cpu")
+    classifier = load_checkpoint(checkpoint)
+    cam = config.cam
+    if isinstance(cam, PrototypeCam) and not cam.prototypes:  # the preset run's, from the cache
+        fitted = prototypes_for(classifier, config.dataset, config.train_split, cam,
+                                Path(config.cache_dir))  # fmt: skip
+        cam = replace(cam, prototypes=str(fitted))
+    predictor = MaskPredictor(classifier.model, cam, config.mask, device="cpu")
     images = [load_image(s.image_path) for s in samples]
     views = []
     for image in images:
