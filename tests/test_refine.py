@@ -294,7 +294,7 @@ def test_train_affinity_then_generate_with_irn_and_par(tmp_path):
         out = tmp_path / refine[0].split("=")[1]
         proc = run("wsss.generate_masks", *GENERATE_TINY, *refine, "crf=dense",
                    f"hydra.run.dir={out}", cwd=tmp_path, cache=cache)  # fmt: skip
-        assert "mIoU after CRF" in proc.stdout
+        assert "mIoU of the masks (CRF, label mode)" in proc.stdout
         run_settings = json.loads((out / "run.json").read_text())["settings"]
         assert run_settings["refine"]["name"] == refine[0].split("=")[1]
 
