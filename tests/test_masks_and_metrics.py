@@ -335,3 +335,14 @@ def test_sweep_accumulates_travels_and_reports_each_threshold(tmp_path):
     }
     sweep.save_plot(tmp_path / "sweep.png", fixed_threshold=0.2)
     assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_mass_threshold_sums_in_double_precision_and_clamps_an_impossible_share():
+    """float32 cannot hold 2^24 + 1: the cumulative sums must be taken in float64. Total
+    2^24 + 10; cumulative sums 2^24 + (0, 4, 7, 9, 10)."""
+    from wsss.masks.threshold import mass_threshold
+
+    values = np.array([2.0**24, 4, 3, 2, 1], np.float32)
+    assert mass_threshold(values, 0.9999999) == 2.0  # target 2^24 + 8.32: the 4th value
+    assert mass_threshold(values, 0.99999995) == 1.0  # target 2^24 + 9.16: the 5th
+    assert mass_threshold(values, 1.5) == 1.0  # more than the total: everything is kept

@@ -304,7 +304,8 @@ def test_mutation_score(tmp_path):
     assert module["killed"] == 2 and module["survived"] == 1 and module["timeout"] == 1
     assert module["no tests"] == 1 and module["mutants"] == 6
     assert module["killed_share"] == pytest.approx(3 / 5)  # the unchecked one left out
-    assert "| wsss/masks/threshold.py | 6 | 2 | 1 | 1 | 1 | 0.600 |" in out
+    assert module["strict_killed_share"] == pytest.approx(2 / 5) and module["checked"] == 5
+    assert "| wsss/masks/threshold.py | 6 | 5 | 2 | 1 | 1 | 1 | 0.600 | 0.400 |" in out
 
 
 def test_fit_quality(workspace, saved_run):
