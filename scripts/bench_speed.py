@@ -259,14 +259,13 @@ def stage_times(image, classes, model, cam, args) -> dict[str, float]:
     }  # fmt: skip
     if args.prototypes:
         lpcam = PrototypeCam(prototypes=str(args.prototypes))
-        lpcam_maps = MaskPredictor(model, lpcam, ThresholdSettings())
         preset = MaskPredictor(model, lpcam, ThresholdSettings(), CRFSettings())
 
         def whole_preset():
             prediction = preset.predict(image, classes)
             write_outputs(out, prediction.mask, prediction.cams, classes)
 
-        fns["LPCAM maps (scales 1.0, 1.5 + flips)"] = lambda: lpcam_maps.maps([image], [classes])
+        fns["LPCAM maps (scales 1.0, 1.5 + flips)"] = lambda: preset.maps([image], [classes])
         fns["preset=photos whole (LPCAM, rule, CRF, writing)"] = whole_preset
     if args.affinity:
         irn = IrnSettings(checkpoint=str(args.affinity))

@@ -45,6 +45,7 @@ def run(config: TrainSegmentationCommand, out: Path) -> float:
             f"{config.train_split!r}, and it has none"
         )
     targets = training_targets(config.targets, train_split, config.pseudo_masks)
+    labelled = train_split  # every photo of the split, those a review rejects included
     if config.rejected:  # a review from the run's report.html
         names = train_split.class_names
         rejections = read_rejections(config.rejected)
@@ -90,8 +91,8 @@ def run(config: TrainSegmentationCommand, out: Path) -> float:
         "eval": confusion.summary(eval_split.class_names),
     }
     if config.score_train:  # the photos it learnt from, against their ground truth
-        scored = common.load_split(config, config.train_split)  # all of them, rejected included
-        metrics["train"] = evaluate_segmentation(model, scored, device).summary(scored.class_names)
+        scored = evaluate_segmentation(model, labelled, device)
+        metrics["train"] = scored.summary(labelled.class_names)
     metrics["seconds"] = round(time.perf_counter() - start, 1)
     write_json(out / "metrics.json", metrics)
     print(

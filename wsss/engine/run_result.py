@@ -243,18 +243,15 @@ def summary_rows(s: dict) -> list[tuple[str, str]]:
         ]
     if "miou" in s:
         best = f"mIoU at best fixed threshold {s['best_threshold']:.2f}"
-        if "rule_miou" in s:  # the masks written are the CRF's
-            rows += [
-                (f"mIoU of the masks (CRF, {s['crf_mode']} mode)", f"{s['miou']:.4f}"),
-                (f"{_rule_name(s)}, before the CRF", f"{s['rule_miou']:.4f}"),
-                (f"{best}, before the CRF", f"{s['best_threshold_miou']:.4f}  (tuned on ground "
-                 "truth: not a result)"),
-            ]  # fmt: skip
-        else:
-            rows += [
-                (_rule_name(s), f"{s['miou']:.4f}"),
-                (best, f"{s['best_threshold_miou']:.4f}  (tuned on ground truth: not a result)"),
-            ]
+        before = ""  # the rule's rows: of the masks written, or of the masks before the CRF
+        if "rule_miou" in s:
+            rows.append((f"mIoU of the masks (CRF, {s['crf_mode']} mode)", f"{s['miou']:.4f}"))
+            before = ", before the CRF"
+        swept = f"{s['best_threshold_miou']:.4f}  (tuned on ground truth: not a result)"
+        rows += [
+            (_rule_name(s) + before, f"{s.get('rule_miou', s['miou']):.4f}"),
+            (best + before, swept),
+        ]
         if s["uncertain_pixel_fraction"] > 0:
             rows.append(("uncertain (255) pixels", f"{100 * s['uncertain_pixel_fraction']:.1f}%"))
     if "labels_predicted_for" in s:
