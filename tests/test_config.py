@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from wsss.cli import common
-from wsss.cli.config import config_dir, register_configs
+from wsss.cli.config import config_dir, register_configs, schemas
 from wsss.errors import ConfigError
 from wsss.models import LoadedClassifier, ModelSpec, create_classifier
 
@@ -68,6 +69,31 @@ def test_every_group_option_becomes_its_settings_object(group, option):
         return
     assert dataclasses.is_dataclass(settings), f"{group}={option} gave {type(settings)}"
     assert type(settings).__module__.startswith("wsss."), "the schema is the library's class"
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+        return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    return f.default
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in _options(g)])
+def test_group_files_set_only_what_their_option_changes(group, option):
+    """A default lives in its dataclass only: a group file that repeated it would keep the old
+    value for the CLI when the dataclass (the Python API's default) changes."""
+    data = yaml.safe_load((CONF / group / f"{option}.yaml").read_text()) or {}
+    schema = [d for d in data.get("defaults", []) if isinstance(d, str) and d.endswith("@_here_")]
+    if not schema:  # crf=none, refine=none
+        return
+    cls = next(c for c in schemas() if c.__name__ == schema[0][1 : -len("@_here_")])
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    repeated = [
+        key
+        for key, value in data.items()
+        if key in fields and key not in ("name", "method") and _field_default(fields[key]) == value
+    ]
+    assert not repeated, f"conf/{group}/{option}.yaml repeats {cls.__name__}'s defaults {repeated}"
 
 
 @pytest.mark.parametrize("name", COMMANDS)
