@@ -133,3 +133,36 @@ def test_segmentation_backbone_weights_load_strictly_or_name_what_is_missing(tmp
     torch.save(partial, path)
     with pytest.raises(ConfigError, match=r"mobilenet.pth: does not match .* tensors missing"):
         build_segmentation_model("lraspp_mobilenet_v3_large", 3, str(path))
+
+
+def test_the_segmentation_head_learns_head_lr_mult_times_faster(tiny_dataset):
+    """One AdamW step moves each parameter by about its learning rate (m / sqrt(v) is the sign
+    of the gradient on the first step): the largest move of the backbone is ``lr``, of the head
+    ``lr * head_lr_mult``. The groups split every trainable parameter once."""
+    from wsss.data import load_split
+    from wsss.engine.segmentation import (
+        SegmentationSettings,
+        parameter_groups,
+        train_segmentation,
+    )
+    from wsss.models.segmentation import build_segmentation_model
+
+    split = load_split(tiny_dataset, "eval.csv")
+    settings = SegmentationSettings(epochs=1, batch_size=4, crop_size=32, optimizer="adamw",
+                                    lr=1e-3, head_lr_mult=10, weight_decay=0.0)  # fmt: skip
+    torch.manual_seed(0)
+    model = build_segmentation_model(settings.model, len(split.class_names) + 1, None)
+    groups = parameter_groups(model, settings)
+    assert [g["lr"] for g in groups] == [1e-3, 1e-2]
+    grouped = [id(p) for g in groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())
+    assert {id(p) for p in groups[0]["params"]} == {id(p) for p in model.backbone.parameters()}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train_segmentation(model, list(split.samples)[:4], split.ground_truth, settings, seed=0)
+    moved = {n: (p.detach() - before[n]).abs().max().item() for n, p in model.named_parameters()}
+    backbone = max(v for n, v in moved.items() if n.startswith("backbone."))
+    head = max(v for n, v in moved.items() if not n.startswith("backbone."))
+    assert backbone == pytest.approx(1e-3, rel=0.01)
+    assert head == pytest.approx(1e-2, rel=0.01)
+    with pytest.raises(ConfigError, match="optimizer"):
+        SegmentationSettings(optimizer="rmsprop").validate()
