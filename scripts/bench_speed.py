@@ -246,11 +246,11 @@ def stage_times(image, classes, model, cam, args) -> dict[str, float]:
     maps = predictor.maps([image], [classes])[0]
     working = F.interpolate(torch.from_numpy(maps)[None], size, mode="bilinear", antialias=True)
     working = working[0].numpy()
-    label_map = predictor.rule.label_map(maps, classes)
+    label_map = predictor.threshold.label_map(maps, classes)
     out = Path(tempfile.mkdtemp(prefix="wsss-speed-"))
     fns = {
         "maps (scales 1.0, 1.5 + flips)": lambda: predictor.maps([image], [classes]),
-        "threshold rule (otsu)": lambda: predictor.rule.label_map(maps, classes),
+        "threshold rule (otsu)": lambda: predictor.threshold.label_map(maps, classes),
         "dense CRF (label mode, 2 runs)": lambda: crf_label_map(small, working, classes,
                                                                 CRFSettings()),
         "superpixels (SLIC, 200 regions)": lambda: SuperpixelSettings().refine(

@@ -92,7 +92,7 @@ def main() -> None:
     refined = f", refined by {config.refine.name}" if config.refine else ""
     print(f"\n{config.cam.method} maps{refined} of {len(split)} {args.split} images, "
           f"checkpoint {checkpoint}")  # fmt: skip
-    print(f"no CRF ({predictor.rule.describe()}): mIoU {raw.miou:.4f}\n")
+    print(f"no CRF ({predictor.threshold.describe()}): mIoU {raw.miou:.4f}\n")
 
     grid = GRIDS[args.mode] if args.grid == "full" else {}
     if args.set:

@@ -206,7 +206,7 @@ def test_irn_propagation_never_leaves_the_images_classes(boundary_checkpoint):
     assert prediction.cams.shape == (2, 40, 56) and prediction.cams.max() == pytest.approx(1)
     assert set(np.unique(prediction.label_map)) <= {0, 2, 5}
     # IRN's is 0.25; 0.40 was best on VOC's tune photos for every boundary network (README)
-    assert predictor.rule.bg_threshold == 0.40, "the walk's background score, not the CAM's"
+    assert predictor.threshold.bg_threshold == 0.40, "the walk's background score, not the CAM's"
 
 
 def test_the_boundary_map_averages_the_image_and_its_mirror(boundary_checkpoint):

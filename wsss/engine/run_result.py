@@ -160,15 +160,15 @@ def write_metrics(
     folder: RunFolder, result: RunResult, class_names: Sequence[str], predictor: MaskPredictor
 ) -> None:
     """Write ``metrics.json`` and ``threshold_sweep.png`` of an evaluated run."""
-    rule = predictor.rule
-    threshold_rule = result.rule_confusion or result.confusion
+    threshold = predictor.threshold
+    rule_scores = result.rule_confusion or result.confusion
     metrics = {
         "masks_on_disk": result.confusion.summary(class_names),
         "threshold_rule": {
-            "rule": rule.rule,
-            "bg_threshold": rule.bg_threshold,
-            "fg_threshold": rule.fg_threshold,
-            **threshold_rule.summary(class_names),
+            "rule": threshold.rule,
+            "bg_threshold": threshold.bg_threshold,
+            "fg_threshold": threshold.fg_threshold,
+            **rule_scores.summary(class_names),
         },
         "crf": asdict(predictor.crf) if predictor.crf else None,
         "threshold_sweep": result.sweep.summary(),
@@ -178,7 +178,7 @@ def write_metrics(
     write_json(folder.metrics, metrics)
     with atomic_path(folder.sweep_plot) as tmp:
         result.sweep.save_plot(
-            tmp, fixed_threshold=rule.bg_threshold if rule.rule == "fixed" else None
+            tmp, fixed_threshold=threshold.bg_threshold if threshold.rule == "fixed" else None
         )
     result.outputs["metrics"] = str(folder.metrics)
     result.outputs["sweep_plot"] = str(folder.sweep_plot)
@@ -204,8 +204,8 @@ def run_summary(
         # rule's masks before it (the sweep varies that rule's threshold)
         best_threshold, best_miou = result.sweep.best
         summary.update(
-            mask_rule=predictor.rule.rule,
-            bg_threshold=predictor.rule.bg_threshold,
+            mask_rule=predictor.threshold.rule,
+            bg_threshold=predictor.threshold.bg_threshold,
             miou=round(result.confusion.miou, 4),
             uncertain_pixel_fraction=round(result.confusion.uncertain_fraction, 4),
             best_threshold=best_threshold,

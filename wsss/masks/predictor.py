@@ -13,7 +13,7 @@
 
 The steps, in order: maps at the working resolution (``cam.max_side``; scales and flip), the map
 refiner when one is set (``refine``: PAR, IRN's random walk), the maps brought to the image's
-size (bilinear), the threshold rule (:meth:`MaskPredictor.rule`), then the dense CRF at the
+size (bilinear), the threshold rule (:attr:`MaskPredictor.threshold`), then the dense CRF at the
 working resolution, its label map brought to the image's size (nearest).
 
 It is a little over 350 lines because it is the one place where those steps meet: split, the
@@ -119,7 +119,7 @@ class MaskPredictor:
     ``model`` maps (B, 3, H, W) RGB floats in [0, 1] to (B, K) scores (a wsss classifier, or any
     classifier with ``cam.target_layer`` set). ``refine``: a map refiner (PAR, IRN's random
     walk) applied to the maps at the working resolution; the label map is then made from the
-    refined maps with :attr:`rule`. ``label_threshold``: images given without labels get the
+    refined maps with :attr:`threshold`. ``label_threshold``: images given without labels get the
     classes whose sigmoid probability is at least this (None: an error). ``maps_cache``: a
     folder where :meth:`stream` keeps each image's maps (:mod:`wsss.masks.maps_cache`), so a
     rerun that changes only the rule, the background score or the CRF does not recompute them.
@@ -144,12 +144,12 @@ class MaskPredictor:
             if settings is not None:
                 settings.validate()
         #: the threshold rule label maps are made with (:func:`label_rule`)
-        self.rule = label_rule(self._mask, refine)
-        if self.rule is not self._mask:
+        self.threshold = label_rule(self._mask, refine)
+        if self.threshold is not self._mask:
             log.info(
                 "refine=%s: label maps use its background score %.2f, not mask.rule=%s",
                 refine.name,
-                self.rule.bg_threshold,
+                self.threshold.bg_threshold,
                 self._mask.rule,
             )
         if label_threshold is not None and not 0.0 < label_threshold < 1.0:
@@ -290,7 +290,7 @@ class MaskPredictor:
         else:
             maps = self._maps(batch, labels, size)
         return [
-            MaskPrediction(classes, cams, self.rule.label_map(cams, classes), probs)
+            MaskPrediction(classes, cams, self.threshold.label_map(cams, classes), probs)
             for classes, cams, probs in zip(labels, maps, probabilities, strict=True)
         ]
 
