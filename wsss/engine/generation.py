@@ -179,68 +179,42 @@ def _label_images(
         log.info("resuming: %d of %d images already done", len(mine) - len(pending), len(mine))
     by_path = {str(s.image_path): s.image_id for s in pending}
     bad.on_skip = lambda path, why: folder.write_record(by_path[str(path)], SkippedImage(why))
-    samples = bad.screen(replace(split, samples=tuple(pending))).samples if pending else ()
-    writer = _ImageWriter(folder, split, export, predictor)
-    start = time.perf_counter()
-    batches = same_size_batches(samples, batch_size, bad, num_workers)
-    with tqdm(total=len(samples), desc="generate masks", unit="img", disable=rank > 0) as bar:
-        for item, prediction in predictor.stream(batches):
-            writer.write(item, prediction)
-            lock.refresh()
-            bar.update(1)
-    bad.on_skip = None
-    seconds = time.perf_counter() - start
+    try:
+        samples = bad.screen(replace(split, samples=tuple(pending))).samples if pending else ()
+        describe = _ImageDescriber(split, export, predictor)
+        writer = _ImageWriter(folder, export, set(_overlay_ids(split, export.overlays)))
+        start = time.perf_counter()
+        batches = same_size_batches(samples, batch_size, bad, num_workers)
+        with tqdm(total=len(samples), desc="generate masks", unit="img", disable=rank > 0) as bar:
+            for item, prediction in predictor.stream(batches):
+                writer.write(item, prediction, describe(item, prediction))
+                lock.refresh()
+                bar.update(1)
+        seconds = time.perf_counter() - start
+    finally:
+        bad.on_skip = None
     distributed.barrier()
     return seconds
 
 
 @dataclass
-class _ImageWriter:
-    """Writes one image's files (mask, maps, thumbnail, overlay), then its record: an image
-    with a record is finished, and a rerun does not redo it."""
+class _ImageDescriber:
+    """One image's record from its prediction: COCO entry and annotations, labels, the quality
+    estimate (a forward pass per class, ``export.quality``) and, with ground truth, its scores.
+    Writes nothing."""
 
-    folder: RunFolder
     split: LabelledSplit
     export: ExportSettings
     predictor: MaskPredictor
 
     def __post_init__(self):
         self.positions = {s.image_id: i for i, s in enumerate(self.split.samples)}
-        self.overlay_ids = set(_overlay_ids(self.split, self.export.overlays))
 
-    def write(self, item: LoadedImage, prediction: MaskPrediction) -> None:
-        sample, image, mask = item.sample, item.image, prediction.mask
-        if prediction.crf_failure is not None:
-            log.warning("CRF failed on %s (%s); keeping its mask before the CRF",
-                        sample.image_path, prediction.crf_failure)  # fmt: skip
-        with_classes = np.isin(mask, np.add(prediction.labels, 1)).any()
-        empty = bool(prediction.labels) and not with_classes
-        if empty:
-            names = [self.split.class_names[c] for c in prediction.labels]
-            log.warning("%s (%dx%d): labelled %s, but its mask holds none of them",
-                        sample.image_path, image.shape[1], image.shape[0], names)  # fmt: skip
-        with atomic_path(self.folder.mask(sample.image_id, create=True)) as tmp:
-            save_label_map(tmp, mask)
-        features = self.predictor.assess(image, prediction) if self.export.quality else None
-        if features is not None:
-            save_jpeg(
-                self.folder.thumb(sample.image_id, create=True), review_thumbnail(image, mask)
-            )
-        if self.export.save_cams:
-            self.folder.write_maps(sample.image_id, prediction.cams, prediction.labels)
-        if sample.image_id in self.overlay_ids:
-            panel = overlay_panel(image, mask, prediction.cams, title=sample.image_id)
-            save_rgb(self.folder.overlay(sample.image_id, create=True), panel)
-        record = self.describe(sample, image, prediction, features)
-        record.empty_mask = empty
-        self.folder.write_record(sample.image_id, record)
-
-    def describe(
-        self, sample: Sample, image: np.ndarray, prediction: MaskPrediction, features
-    ) -> ImageRecord:
-        """The image's record: COCO entry and annotations, labels, quality and scores."""
+    def __call__(self, item: LoadedImage, prediction: MaskPrediction) -> ImageRecord:
+        sample, image = item.sample, item.image
         coco_id = self.positions[sample.image_id] + 1
         names = self.split.class_names
+        features = self.predictor.assess(image, prediction) if self.export.quality else None
         estimates = {c: estimate(f) for c, f in features.items()} if features is not None else None
         quality = None
         if features is not None:
@@ -262,6 +236,17 @@ class _ImageWriter:
         entry = {"id": coco_id, "file_name": sample.file_name,
                  "width": int(image.shape[1]), "height": int(image.shape[0])}  # fmt: skip
         probabilities = prediction.probabilities
+        if prediction.crf_failure is not None:
+            log.warning("CRF failed on %s (%s); keeping its mask before the CRF",
+                        sample.image_path, prediction.crf_failure)  # fmt: skip
+        empty = (
+            bool(prediction.labels)
+            and not np.isin(prediction.mask, np.add(prediction.labels, 1)).any()
+        )
+        if empty:
+            log.warning("%s (%dx%d): labelled %s, but its mask holds none of them",
+                        sample.image_path, image.shape[1], image.shape[0],
+                        [names[c] for c in prediction.labels])  # fmt: skip
         return ImageRecord(
             image=entry,
             annotations=annotations,
@@ -269,9 +254,35 @@ class _ImageWriter:
             probabilities=list(probabilities) if probabilities else None,
             predicted=probabilities is not None,
             crf_failure=prediction.crf_failure,
+            empty_mask=empty,
             quality=quality,
             scores=_image_scores(self.split, sample, prediction) if self.split.has_masks else None,
         )
+
+
+@dataclass
+class _ImageWriter:
+    """Writes one image's files (mask, maps, review thumbnail, overlay), then its record: an
+    image with a record is finished, and a rerun does not redo it."""
+
+    folder: RunFolder
+    export: ExportSettings
+    overlay_ids: set[str]
+
+    def write(self, item: LoadedImage, prediction: MaskPrediction, record: ImageRecord) -> None:
+        sample, image, mask = item.sample, item.image, prediction.mask
+        with atomic_path(self.folder.mask(sample.image_id, create=True)) as tmp:
+            save_label_map(tmp, mask)
+        if record.quality is not None:
+            save_jpeg(
+                self.folder.thumb(sample.image_id, create=True), review_thumbnail(image, mask)
+            )
+        if self.export.save_cams:
+            self.folder.write_maps(sample.image_id, prediction.cams, prediction.labels)
+        if sample.image_id in self.overlay_ids:
+            panel = overlay_panel(image, mask, prediction.cams, title=sample.image_id)
+            save_rgb(self.folder.overlay(sample.image_id, create=True), panel)
+        self.folder.write_record(sample.image_id, record)
 
 
 def _image_scores(split: LabelledSplit, sample: Sample, prediction: MaskPrediction) -> dict:
