@@ -346,3 +346,74 @@ def test_mass_threshold_sums_in_double_precision_and_clamps_an_impossible_share(
     assert mass_threshold(values, 0.9999999) == 2.0  # target 2^24 + 8.32: the 4th value
     assert mass_threshold(values, 0.99999995) == 1.0  # target 2^24 + 9.16: the 5th
     assert mass_threshold(values, 1.5) == 1.0  # more than the total: everything is kept
+
+
+def test_sparse_counts_add_up_exactly_even_past_float_precision():
+    """add_sparse adds (it does not overwrite), and counts stay exact integers past 2**53, where
+    a float matrix would lose the odd pixel (a sum over a whole dataset's records)."""
+    one = ConfusionMatrix(2)
+    one.update(np.array([[0, 1, IGNORE]], np.uint8), np.array([[0, 1, 1]], np.uint8))
+    total = ConfusionMatrix(2)
+    for _ in range(3):
+        total.add_sparse(one.to_sparse())
+    assert total.matrix.tolist() == [[3, 0], [0, 3]] and total.uncertain_by_gt.tolist() == [0, 3]
+    huge = ConfusionMatrix(2)
+    huge.add_sparse({"matrix": [[0, 0, 2**53]], "uncertain": [[1, 2**53]]})
+    huge.add_sparse({"matrix": [[0, 0, 1]], "uncertain": [[1, 1]]})
+    assert int(huge.matrix[0, 0]) == 2**53 + 1 and int(huge.uncertain_by_gt[1]) == 2**53 + 1
+    sweep = ThresholdSweep(2, thresholds=[0.5])
+    sweep.update(np.array([[[0.9, 0.1]]], np.float32), [0], np.array([[1, 1]], np.uint8))
+    summed = ThresholdSweep(2, thresholds=[0.5])
+    summed.add_sparse(sweep.to_sparse())
+    summed.add_sparse(sweep.to_sparse())
+    assert summed.matrices[0].matrix.tolist() == [[0, 0], [2, 2]]
+
+
+def test_a_summary_rounds_to_four_places_and_warns_of_nothing():
+    """Figures by hand on a matrix with an absent class, computed with every numpy warning an
+    error (0/0 for a class never seen is expected, not a warning)."""
+    import warnings
+
+    cm = ConfusionMatrix(3)
+    # gt:   0 0 0 1 1 1 (class 2 never occurs), pred: 0 1 IGNORE 1 1 0
+    cm.update(
+        np.array([[0, 1, IGNORE, 1, 1, 0]], np.uint8), np.array([[0, 0, 0, 1, 1, 1]], np.uint8)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        summary = cm.summary(["a", "b"])
+    # uncertain as background: bg row [2 (0 + uncertain), 1, 0], class-a row [1, 2, 0]
+    assert summary["uncertain_pixel_fraction"] == round(1 / 6, 4) == 0.1667
+    assert summary["per_class"]["background"] == {
+        "iou": round(2 / 4, 4), "precision": round(2 / 3, 4), "recall": round(2 / 3, 4)
+    }  # fmt: skip
+    assert summary["per_class"]["a"] == {
+        "iou": round(2 / 4, 4), "precision": round(2 / 3, 4), "recall": round(2 / 3, 4)
+    }  # fmt: skip
+    assert summary["per_class"]["b"] == {"iou": None, "precision": None, "recall": None}
+    assert summary["pixels"] == 6 and summary["uncertain_pixels"] == 1
+    sweep = ThresholdSweep(2, thresholds=[0.2, 0.4])
+    cams = np.array([[[0.9, 0.5, 0.45, 0.3, 0.1]]], np.float32)
+    sweep.update(cams, [0], np.array([[1, 1, 0, 0, 0]], np.uint8))
+    assert sweep.best == (0.4, pytest.approx(2 / 3))  # 3 pixels marked: both IoUs 2/3
+    assert sweep.summary()["best_miou"] == 0.6667
+
+
+def test_the_sweep_plot_draws_the_sweep_its_best_and_the_threshold_used(tmp_path):
+    from PIL import Image
+
+    sweep = ThresholdSweep(2, thresholds=[0.2, 0.4])
+    sweep.update(
+        np.array([[[0.9, 0.5, 0.3, 0.1]]], np.float32), [0], np.array([[1, 1, 0, 0]], np.uint8)
+    )
+    fig = sweep.figure(fixed_threshold=0.2)
+    ax = fig.axes[0]
+    curve, best, used = ax.lines
+    assert curve.get_xydata().tolist() == [[0.2, sweep.mious[0]], [0.4, 1.0]]
+    assert list(best.get_xdata()) == [0.4, 0.4] and list(used.get_xdata()) == [0.2, 0.2]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["best 0.40: 1.000", "used 0.20"]
+    assert (best.get_color(), used.get_color()) == ("tab:green", "tab:red")
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("background threshold", "mIoU")
+    assert len(ThresholdSweep.figure(sweep).axes[0].lines) == 2, "no threshold used: no line"
+    sweep.save_plot(tmp_path / "sweep.png", fixed_threshold=0.2)
+    assert Image.open(tmp_path / "sweep.png").size == (600, 408)  # 5 x 3.4 in at 120 dpi

@@ -175,7 +175,9 @@ class ThresholdSweep:
             "best_miou": round(best_miou, 4),
         }
 
-    def save_plot(self, path, fixed_threshold: float | None = None) -> None:
+    def figure(self, fixed_threshold: float | None = None):
+        """The sweep as a matplotlib figure: mIoU against the background threshold, the best
+        threshold (green) and, when given, the one the run used (red)."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -193,5 +195,12 @@ class ThresholdSweep:
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
+        return fig
+
+    def save_plot(self, path, fixed_threshold: float | None = None) -> None:
+        """:meth:`figure` as a PNG at ``path``."""
+        import matplotlib.pyplot as plt
+
+        fig = self.figure(fixed_threshold)
         fig.savefig(path, format="png")
         plt.close(fig)
