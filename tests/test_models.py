@@ -140,11 +140,8 @@ def test_the_segmentation_head_learns_head_lr_mult_times_faster(tiny_dataset):
     of the gradient on the first step): the largest move of the backbone is ``lr``, of the head
     ``lr * head_lr_mult``. The groups split every trainable parameter once."""
     from wsss.data import load_split
-    from wsss.engine.segmentation import (
-        SegmentationSettings,
-        parameter_groups,
-        train_segmentation,
-    )
+    from wsss.engine.segmentation import SegmentationSettings, train_segmentation
+    from wsss.engine.training import parameter_groups
     from wsss.models.segmentation import build_segmentation_model
 
     split = load_split(tiny_dataset, "eval.csv")

@@ -33,7 +33,7 @@ from wsss.data.coco import paint_instances
 from wsss.data.images import load_image, load_label_map
 from wsss.data.split import LabelledSplit, Sample
 from wsss.engine.run_folder import RunFolder
-from wsss.engine.training import load_training_state, save_training_state
+from wsss.engine.training import load_training_state, make_optimizer, save_training_state
 from wsss.errors import ConfigError, DataError
 from wsss.export.report import Rejections
 from wsss.masks import IGNORE
@@ -254,20 +254,6 @@ def check_mask_targets(split: LabelledSplit, targets) -> None:
 # Training and evaluation
 
 
-def parameter_groups(model: nn.Module, settings: SegmentationSettings) -> list[dict]:
-    """The backbone's parameters at ``lr``, every other one (the new head) at
-    ``lr * head_lr_mult``; trainable parameters only."""
-    backbone = {id(p) for p in model.backbone.parameters()}
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    return [
-        {"params": [p for p in trainable if id(p) in backbone], "lr": settings.lr},
-        {
-            "params": [p for p in trainable if id(p) not in backbone],
-            "lr": settings.lr * settings.head_lr_mult,
-        },
-    ]
-
-
 def train_segmentation(
     model: nn.Module,
     samples: list[Sample],
@@ -301,13 +287,7 @@ def train_segmentation(
         generator=torch.Generator().manual_seed(seed),
     )
     model.to(device).train()
-    groups = parameter_groups(model, settings)
-    if settings.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
-    else:
-        optimizer = torch.optim.SGD(
-            groups, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
-        )
+    optimizer = make_optimizer(model, settings)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     total, step, loss_value, first = settings.epochs * len(loader), 0, math.nan, 1
     if state_path is not None and Path(state_path).is_file():

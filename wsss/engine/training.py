@@ -85,14 +85,23 @@ class TrainSettings:
             raise ConfigError("train.warmup_epochs must be >= 0 and train.val_every >= 1")
 
 
-def _make_optimizer(model: CAMClassifier, s: TrainSettings) -> torch.optim.Optimizer:
-    head = list(model.get_classifier().parameters())
-    head_ids = {id(p) for p in head}
-    body = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
-    groups = [
-        {"params": body, "lr": s.lr},
-        {"params": head, "lr": s.lr * s.head_lr_mult},
+def parameter_groups(model: nn.Module, s) -> list[dict]:
+    """``model``'s trainable parameters in two groups: its pretrained ``backbone``'s at
+    ``s.lr``, every other one (the new head) at ``s.lr * s.head_lr_mult``."""
+    backbone = {id(p) for p in model.backbone.parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in trainable if id(p) in backbone], "lr": s.lr},
+        {"params": [p for p in trainable if id(p) not in backbone], "lr": s.lr * s.head_lr_mult},
     ]
+
+
+def make_optimizer(model: nn.Module, s) -> torch.optim.Optimizer:
+    """SGD (with momentum) or AdamW, as ``s.optimizer`` says, over :func:`parameter_groups`.
+    ``s``: settings with ``optimizer``, ``lr``, ``head_lr_mult``, ``momentum`` and
+    ``weight_decay`` (the classifier's :class:`TrainSettings`, a segmentation model's
+    ``SegmentationSettings``)."""
+    groups = parameter_groups(model, s)
     if s.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
     return torch.optim.AdamW(groups, lr=s.lr, weight_decay=s.weight_decay)
@@ -193,7 +202,7 @@ def train_classifier(
     np.random.seed(seed + rank)
     loader, sampler = _training_loader(train_split, settings, device, num_workers, seed)
     network = _trainable(model, device, world, settings.batch_size)
-    optimizer = _make_optimizer(model, settings)
+    optimizer = make_optimizer(model, settings)
     steps = _Steps(optimizer, settings, len(loader))
     amp = autocast_settings(amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp.get("dtype") == torch.float16)
