@@ -18,6 +18,7 @@ from hydra.core.global_hydra import GlobalHydra
 from wsss.cli import common
 from wsss.cli.config import config_dir, register_configs, schemas
 from wsss.errors import ConfigError
+from wsss.masks.crf import CRFSettings
 from wsss.models import LoadedClassifier, ModelSpec, create_classifier
 
 CONF = Path(config_dir())
@@ -94,6 +95,17 @@ def test_group_files_set_only_what_their_option_changes(group, option):
         if key in fields and key not in ("name", "method") and _field_default(fields[key]) == value
     ]
     assert not repeated, f"conf/{group}/{option}.yaml repeats {cls.__name__}'s defaults {repeated}"
+
+
+def test_the_preset_keeps_every_group_overridable():
+    """The preset picks group options, it does not set keys over them: `crf=none` or `cam=cam
+    crf=dense` on top of it are what they say (a key set in the preset would survive both)."""
+    preset = config("generate_masks", "preset=photos")
+    assert preset.cam.method == "lpcam"
+    assert preset.crf.high_threshold == 0.4  # crf=dense_lpcam: LPCAM's maps sit higher
+    assert config("generate_masks", "preset=photos", "crf=none").crf is None
+    plain = config("generate_masks", "preset=photos", "cam=cam", "crf=dense")
+    assert plain.crf.high_threshold == CRFSettings().high_threshold == 0.3
 
 
 @pytest.mark.parametrize("name", COMMANDS)
