@@ -175,6 +175,9 @@ def test_bench_voc(voc_root, tmp_path):
     saved = json.loads((tmp_path / "bench_voc.json").read_text())
     figures = saved["figures"]
     assert saved["benchmark"] == "bench_voc" and "bench_voc.py" in saved["command"]
+    # the training's short epoch and its bare loop were timed beside each other in this run
+    short_epoch = f"a short epoch {figures['train_seconds_per_image']:.3f} s/photo"
+    assert short_epoch in out and "bare forward/backward loop timed beside it" in out
     names = ("preset", "seed", "seed+crf", "walk", "lpcam", "cam_crf")
     assert set(figures["rows"]) == {f"{n}/{p}" for n in names for p in ("report", "tune")}
     assert figures["same_as"] == {"cam_crf": "seed+crf"} and figures["complete"]
