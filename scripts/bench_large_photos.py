@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _results import save_result  # scripts/, beside this file
 from PIL import Image
 
 from wsss.data.folder import write_labels_csv
@@ -57,8 +58,10 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", default=["4000x3000", "8160x6120"])
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--model", default="efficientnet_lite0")
+    parser.add_argument("--json", type=Path, default=None, help="(default: results/)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wsss-large-"))
+    figures = {"model": args.model, "epochs": args.epochs, "sizes": {}}
     print(f"{'photo':>11} {'megapixels':>10} {'command':<15} {'seconds':>8} {'peak RSS':>10}")
     for size in args.sizes:
         width, height = (int(v) for v in size.split("x"))
@@ -75,8 +78,10 @@ def main() -> None:
             "explain": ("wsss.explain", [*data, f"checkpoint={checkpoint}",
                                          f"hydra.run.dir={root / 'explain'}"]),
         }  # fmt: skip
+        measured = figures["sizes"][size] = {"megapixels": width * height / 1e6}
         for name, (module, command_args) in commands.items():
             seconds, rss = peak_rss(module, command_args, work)
+            measured[name] = {"seconds": round(seconds, 1), "peak_rss_mib": round(rss)}
             print(
                 f"{size:>11} {width * height / 1e6:>10.1f} {name:<15} {seconds:>8.1f} "
                 f"{rss:>7.0f} MiB",
@@ -84,6 +89,7 @@ def main() -> None:
             )
         mask = Image.open(root / "masks" / "masks" / "photo0.png")
         assert mask.size == (width, height), "masks are written at the photo's size"
+    print(f"figures: {save_result('bench_large_photos', figures, args.json)}")
 
 
 if __name__ == "__main__":

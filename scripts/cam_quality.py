@@ -22,6 +22,8 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from _results import save_result  # scripts/, beside this file
+
 from wsss.cams import method_settings
 from wsss.cli.common import classifier_for, load_split
 from wsss.cli.config import compose_config
@@ -38,6 +40,7 @@ def main() -> None:
     parser.add_argument("--methods", default=DEFAULT_METHODS)
     parser.add_argument("--limit", type=int, default=None, help="score only the first N images")
     parser.add_argument("--override", action="append", default=[], help="Hydra override")
+    parser.add_argument("--json", type=Path, default=None, help="(default: results/)")
     args = parser.parse_args()
 
     config = compose_config("generate_masks", args.override)
@@ -55,6 +58,7 @@ def main() -> None:
     print("| method | CRF | mIoU | uncertain | best mIoU without CRF (threshold) | s/img |")
     print("| --- | --- | --- | --- | --- | --- |")
     export = replace(config.export, overlays=0)
+    rows = []
     for entry in args.methods.split(","):
         entry, _, mode = entry.partition("+")
         name, _, top = entry.partition(":")
@@ -70,12 +74,18 @@ def main() -> None:
             )
         best_t, best_m = result.sweep.best
         label = f"{name} (top {top} channels)" if top else name
+        rows.append({"method": label, "crf": mode or None, "miou": result.confusion.miou,
+                     "uncertain": result.confusion.uncertain_fraction,
+                     "best_threshold": best_t, "best_threshold_miou": best_m,
+                     "seconds_per_image": result.seconds / result.num_images})  # fmt: skip
         print(
             f"| {label} | {mode or 'none'} | {result.confusion.miou:.4f} | "
             f"{100 * result.confusion.uncertain_fraction:.1f}% | {best_m:.4f} ({best_t:.2f}) | "
             f"{result.seconds / result.num_images:.3f} |",
             flush=True,
         )
+    figures = {"split": config.split, "images": len(split), "rows": rows}
+    print(f"figures: {save_result('cam_quality', figures, args.json)}")
 
 
 if __name__ == "__main__":

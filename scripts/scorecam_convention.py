@@ -9,11 +9,13 @@ by pytorch-grad-cam's own code. About 3 minutes on 2 CPU cores; needs ``pip inst
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
+from _results import save_result  # scripts/, beside this file
 from pytorch_grad_cam import ScoreCAM
 from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -26,6 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="resnet50", help="a torchvision ResNet")
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--json", type=Path, default=None, help="(default: results/)")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = torchvision.models.get_model(args.arch).eval()
@@ -35,6 +38,7 @@ def main() -> None:
         cam.batch_size = 16
         reference = cam(input_tensor=image, targets=[ClassifierOutputTarget(5)])
     interpolate = F.interpolate
+    differences = {}
     try:
         for align in (False, True):
             engines.F.interpolate = lambda *a, align=align, **k: interpolate(
@@ -43,12 +47,15 @@ def main() -> None:
             ours = compute_cams(model, image, [[5]], "scorecam", model.layer4)
             scaled = scale_cam_image(scale_cam_image(ours[0].numpy(), (size, size)))
             label = "wsss (authors' code)" if not align else "pytorch-grad-cam's"
+            differences[f"align_corners={align}"] = float(np.abs(scaled - reference).max())
             print(
                 f"align_corners={align} ({label} convention): max |diff| "
                 f"{np.abs(scaled - reference).max():.2e}"
             )
     finally:
         engines.F.interpolate = interpolate
+    figures = {"arch": args.arch, "size": size, "max_difference": differences}
+    print(f"figures: {save_result('scorecam_convention', figures, args.json)}")
 
 
 if __name__ == "__main__":

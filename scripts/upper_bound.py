@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from _results import save_result  # scripts/, beside this file
+
 
 def run(module: str, *args: str) -> None:
     command = [sys.executable, "-m", module, *args]
@@ -50,6 +52,7 @@ def main() -> None:
         default=[],
         help="an override for train_segmentation only",
     )
+    parser.add_argument("--json", type=Path, default=None, help="(default: results/)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for every command")
     args = parser.parse_args()
     out = args.out.resolve()
@@ -90,6 +93,14 @@ def main() -> None:
         print(f"{label:<30} {miou:>9.4f}  {seconds:>6.0f}s")
     (_, cam, _), (_, crf, _), (_, truth, _) = rows
     print(f"\nratio (b) / (c): {crf / truth:.3f}   (a) / (c): {cam / truth:.3f}")
+    figures = {
+        "pseudo_masks_miou": pseudo_quality,
+        "segmentation_miou": {label: miou for label, miou, _ in rows},
+        "segmentation_seconds": {label: round(seconds, 1) for label, _, seconds in rows},
+        "ratio_crf_to_truth": crf / truth,
+        "ratio_cam_to_truth": cam / truth,
+    }
+    print(f"figures: {save_result('upper_bound', figures, args.json)}")
 
 
 if __name__ == "__main__":

@@ -53,17 +53,21 @@ def test_every_script_has_a_test():
     assert on_disk <= names, f"scripts without a tiny run here: {sorted(on_disk - names)}"
 
 
-def test_cam_quality(workspace):
+def test_cam_quality(workspace, tmp_path):
     root, cache, _ = workspace
     out = script(
         "cam_quality.py", "--methods", "cam,gradcam,scorecam:4,cam+label", "--limit", "3",
-        *OVERRIDES, cwd=root, cache=cache,
+        *OVERRIDES, "--json", str(tmp_path / "q.json"), cwd=root, cache=cache,
     )  # fmt: skip
     rows = [line for line in out.splitlines() if line.startswith("| ")]
     assert [r.split(" | ")[0] for r in rows[2:]] == [
         "| cam", "| gradcam", "| scorecam (top 4 channels)", "| cam",
     ]  # fmt: skip
     assert "| label |" in rows[-1]
+    figures = json.loads((tmp_path / "q.json").read_text())["figures"]
+    assert figures["images"] == 3 and [r["crf"] for r in figures["rows"]] == [None] * 3 + ["label"]
+    for row, line in zip(figures["rows"], rows[2:], strict=True):
+        assert f"| {row['miou']:.4f} |" in line  # the file holds the figures printed
 
 
 def test_tune_crf(workspace):
@@ -100,12 +104,16 @@ def test_bench_cams(workspace, tmp_path):
     assert rows["gradcam"]["max_difference"] < 1e-3 and rows["gradcam"]["speedup"] > 0
 
 
-def test_scorecam_convention(workspace):
+def test_scorecam_convention(workspace, tmp_path):
     root, cache, _ = workspace
-    out = script("scorecam_convention.py", "--arch", "resnet18", "--size", "32", cwd=root,
-                 cache=cache)  # fmt: skip
+    out = script("scorecam_convention.py", "--arch", "resnet18", "--size", "32", "--json",
+                 str(tmp_path / "s.json"), cwd=root, cache=cache)  # fmt: skip
     found = dict(re.findall(r"align_corners=(\w+) .*max \|diff\| ([0-9.e+-]+)", out))
     assert set(found) == {"False", "True"}, out
+    saved = json.loads((tmp_path / "s.json").read_text())["figures"]["max_difference"]
+    assert {k: f"{v:.2e}" for k, v in saved.items()} == {
+        f"align_corners={k}": v for k, v in found.items()
+    }
     # pytorch-grad-cam's convention makes the two agree to float precision; wsss's does not
     assert float(found["True"]) < 1e-4 and float(found["False"]) >= float(found["True"])
 
@@ -119,10 +127,11 @@ def test_bench_crf(workspace, tmp_path):
     assert set(figures["modes"]) == {"label", "soft"} and figures["workers"]["speedup"] > 0
 
 
-def test_upper_bound(workspace):
+def test_upper_bound(workspace, tmp_path):
     root, cache, checkpoint = workspace
     out = script(
-        "upper_bound.py", "--out", str(root / "ub"), "--epochs", "1",
+        "upper_bound.py", "--out", str(root / "ub"), "--epochs", "1", "--json",
+        str(tmp_path / "ub.json"),
         "--generate", f"checkpoint={checkpoint}", "--generate", "cam.scales=[1.0]",
         "--segmentation", "segmentation.crop_size=48",
         "--segmentation", "segmentation.batch_size=8",
@@ -136,6 +145,10 @@ def test_upper_bound(workspace):
     assert f"ratio (b) / (c): {miou['b'] / miou['c']:.3f}" in out
     crf = json.loads((ub / "pseudo_cam+crf" / "summary.json").read_text())
     assert "rule_miou" in crf and f"CAM + CRF {crf['miou']:.4f}" in out
+    figures = json.loads((tmp_path / "ub.json").read_text())["figures"]
+    assert figures["pseudo_masks_miou"]["cam+crf"] == crf["miou"]
+    assert figures["segmentation_miou"]["(c) ground truth"] == miou["c"]
+    assert figures["ratio_crf_to_truth"] == miou["b"] / miou["c"]
 
 
 def _ids(path: Path) -> list[str]:
@@ -322,11 +335,16 @@ def test_fit_quality(workspace, saved_run):
     assert len(figures["weights"]) == 9 and set(figures["spearman"]) >= {"fitted", "shipped"}
 
 
-def test_bench_large_photos(workspace):
+def test_bench_large_photos(workspace, tmp_path):
     root, cache, _ = workspace
     out = script("bench_large_photos.py", "--sizes", "320x240", "--model", "smallcnn",
-                 cwd=root, cache=cache)  # fmt: skip
+                 "--json", str(tmp_path / "l.json"), cwd=root, cache=cache)  # fmt: skip
     assert out.count("320x240") == 3 and "MiB" in out
+    measured = json.loads((tmp_path / "l.json").read_text())["figures"]["sizes"]["320x240"]
+    assert measured["megapixels"] == pytest.approx(0.0768)
+    for command in ("train", "generate_masks", "explain"):
+        line = f"320x240 {0.1:>10.1f} {command:<15} {measured[command]['seconds']:>8.1f} "
+        assert line in out and measured[command]["peak_rss_mib"] > 0
 
 
 def test_labels_from_masks(voc_root, tmp_path):
