@@ -15,7 +15,8 @@ turn within each round (``scripts/_timing.py``), so that load on the machine hit
    the walk also as the earlier sparse-matrix products, for the speed-up), the dense CRF (label
    mode, at the working resolution), superpixel averaging and writing (label PNG + COCO
    annotations); with ``--prototypes`` (LPCAM's, e.g. from a ``preset=photos`` run's cache),
-   LPCAM's maps and ``preset=photos`` whole for the photo (LPCAM maps, rule, CRF, writing).
+   LPCAM's maps and ``preset=photos`` whole for the photo at the preset's settings (LPCAM maps,
+   rule, CRF, the quality estimate's probes, writing).
 4. **The peer**: pytorch-grad-cam's Grad-CAM (``pip install grad-cam``; for a GAP + linear head it
    is CAM up to scale) on the same views and classes, one call per class as its API takes them.
 
@@ -30,6 +31,7 @@ import argparse
 import platform
 import tempfile
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +42,7 @@ from _timing import interleaved
 from PIL import Image
 
 from wsss.cams import ClassifierCam
-from wsss.cams.methods import PrototypeCam
+from wsss.cli.config import compose_config
 from wsss.data import load_image
 from wsss.data.voc import VOC_CLASSES
 from wsss.export import coco_annotations
@@ -258,15 +260,19 @@ def stage_times(image, classes, model, cam, args) -> dict[str, float]:
         "writing (PNG + COCO)": lambda: write_outputs(out, label_map, maps, classes),
     }  # fmt: skip
     if args.prototypes:
-        lpcam = PrototypeCam(prototypes=str(args.prototypes))
-        preset = MaskPredictor(model, lpcam, ThresholdSettings(), CRFSettings())
+        # the preset's own settings (conf/preset/photos.yaml), its quality probes included
+        config = compose_config("generate_masks", ["preset=photos"])
+        lpcam = replace(config.cam, prototypes=str(args.prototypes))
+        preset = MaskPredictor(model, lpcam, config.mask, config.crf, refine=config.refine)
 
         def whole_preset():
             prediction = preset.predict(image, classes)
+            if config.export.quality:
+                preset.assess(image, prediction)
             write_outputs(out, prediction.mask, prediction.cams, classes)
 
         fns["LPCAM maps (scales 1.0, 1.5 + flips)"] = lambda: preset.maps([image], [classes])
-        fns["preset=photos whole (LPCAM, rule, CRF, writing)"] = whole_preset
+        fns["preset=photos whole (LPCAM, rule, CRF, quality, writing)"] = whole_preset
     if args.affinity:
         irn = IrnSettings(checkpoint=str(args.affinity))
         edge = irn.boundary(small)

@@ -498,9 +498,9 @@ def test_bench_speed(workspace, voc_root, tmp_path):
     assert (
         "dense CRF (label mode, 2 runs)" in stages and "superpixels (SLIC, 200 regions)" in stages
     )
-    whole = stages["preset=photos whole (LPCAM, rule, CRF, writing)"]
+    whole = stages["preset=photos whole (LPCAM, rule, CRF, quality, writing)"]
     assert whole > stages["LPCAM maps (scales 1.0, 1.5 + flips)"] > 0  # the maps are part of it
-    assert f"| preset=photos whole (LPCAM, rule, CRF, writing) | {whole:.3f} |" in out
+    assert f"| preset=photos whole (LPCAM, rule, CRF, quality, writing) | {whole:.3f} |" in out
     assert "| OpenVINO |" in out and "GFLOP/s" in out
 
 
