@@ -306,6 +306,24 @@ def test_error_counts_by_hand(monkeypatch):
     assert counts.sum() == 3  # pred 255 at (2, 1) on true background is background: no error
 
 
+def test_boundary_scores_by_hand(monkeypatch):
+    """A 2x2 object in a 6x6 image: 12 pixels where two labels meet (its 4 and the 8 beside
+    it); a boundary found on one of them and one found 2 pixels from any."""
+    import numpy as np
+
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    from error_analysis import boundary_scores
+
+    truth = np.zeros((6, 6), np.uint8)
+    truth[2:4, 2:4] = 1
+    edge = np.zeros((6, 6), np.float32)
+    edge[2, 2], edge[0, 5] = 0.9, 0.6
+    exact = boundary_scores(edge, truth, 0, (0.5, 0.7))
+    assert exact.tolist() == [[2, 1, 12, 1], [1, 1, 12, 1]]  # found, on a true one, true, seen
+    # within a pixel: (2, 2) sees the 8 true boundary pixels around it; (0, 5) is still off
+    assert boundary_scores(edge, truth, 1, (0.5, 0.7)).tolist() == [[2, 1, 12, 8], [1, 1, 12, 8]]
+
+
 def test_mutation_score(tmp_path):
     """mutmut's verdicts counted per module: kills and timeouts over every checked mutant."""
     meta = tmp_path / "mutants" / "wsss" / "masks" / "threshold.py.meta"
@@ -399,18 +417,61 @@ def test_bench_walk(tmp_path):
     assert rows[0]["grid"] == [15, 20] and rows[0]["walk_seconds"] > 0
 
 
-def test_tune_walk(workspace, saved_run, tmp_path):
-    """The walk's ablation script: two settings of one boundary network, scored side by side."""
+@pytest.fixture(scope="module")
+def tiny_affinity(workspace, saved_run) -> Path:
+    """A boundary network trained for one epoch on the saved run's seeds."""
     root, cache, checkpoint = workspace
     from commands import run
 
-    affinity = tmp_path / "affinity"
+    affinity = root / "affinity"
     run("wsss.train_affinity", *TINY, f"checkpoint={checkpoint}", f"seeds={saved_run}",
         "split=eval", "affinity.epochs=1", "affinity.crop_size=48", f"hydra.run.dir={affinity}",
         cwd=root, cache=cache)  # fmt: skip
+    return affinity / "affinity.pt"
+
+
+def test_error_analysis_scores_the_boundary_network(
+    workspace, saved_run, tiny_affinity, tmp_path, monkeypatch
+):
+    """Its precision and recall are the counts of boundary_scores over the split's images."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    from wsss.cli.config import compose_config
+    from wsss.data import load_image
+    from wsss.masks import IrnSettings, at_working_size
+
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    from error_analysis import THRESHOLDS, boundary_scores
+
+    root, cache, _ = workspace
+    overrides = [a for o in GENERATE_TINY[:3] for a in ("--override", o)]
+    out = script("error_analysis.py", "--run", str(saved_run), "--split", "eval", "--band", "1",
+                 "--boundary-net", str(tiny_affinity), *overrides, "--json",
+                 str(tmp_path / "e.json"), cwd=root, cache=cache)  # fmt: skip
+    found = json.loads((tmp_path / "e.json").read_text())["figures"]["boundary_network"]
+    config = compose_config("generate_masks", [*GENERATE_TINY[:3], f"cache_dir={cache}"])
+    split = config.dataset.load("eval", cache_dir=cache)
+    irn, total = IrnSettings(checkpoint=str(tiny_affinity)), 0
+    for sample in split.samples:
+        image = load_image(sample.image_path)
+        edge = irn.boundary(at_working_size(image, config.cam.max_side))
+        truth = split.ground_truth(sample, size=image.shape[:2])
+        edge = F.interpolate(edge[None, None], truth.shape, mode="bilinear")[0, 0].numpy()
+        total = total + boundary_scores(edge, truth, 1, THRESHOLDS)
+    for (t, row), (predicted, hit, true, seen) in zip(found["by_threshold"].items(), total,
+                                                       strict=True):  # fmt: skip
+        assert row == {"precision": hit / max(1, predicted), "recall": seen / max(1, true)}
+        assert f"| {t} | {row['precision']:.3f} | {row['recall']:.3f} |" in out
+    assert np.all(total[:, 2] > 0)  # the fixture's objects have boundaries
+
+
+def test_tune_walk(workspace, saved_run, tiny_affinity, tmp_path):
+    """The walk's ablation script: two settings of one boundary network, scored side by side."""
+    root, cache, _ = workspace
     overrides = [a for o in GENERATE_TINY[:3] for a in ("--override", o)]
     out = script("tune_walk.py", "--run", str(saved_run), "--affinity",
-                 str(affinity / "affinity.pt"), "--split", "eval", "--set", "beta=5,10",
+                 str(tiny_affinity), "--split", "eval", "--set", "beta=5,10",
                  "--set", "exp_times=2", "--json", str(tmp_path / "walk.json"), *overrides,
                  cwd=root, cache=cache)  # fmt: skip
     rows = [
