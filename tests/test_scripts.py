@@ -566,17 +566,26 @@ def test_bench_speed(workspace, voc_root, tmp_path):
 
 
 def test_compare_backbones(voc_root, tmp_path):
-    """Two models trained, their tune maps scored and timed side by side, one results file."""
+    """Two models through the preset (their classifiers trained, prototypes fitted), their seed
+    and preset masks of the tune photos scored, their maps timed side by side, one file."""
+    tiny = ["train.epochs=1", "train.crop_size=48", "train.batch_size=8", "cam.scales=[1.0]"]
     out = script("compare_backbones.py", "--root", str(voc_root), "--out", str(tmp_path / "cmp"),
-                 "--models", "smallcnn,efficientnet_lite0", "--train", "train.epochs=1",
-                 "--train", "train.crop_size=48", "--timing-images", "2", "--json",
+                 "--models", "smallcnn,efficientnet_lite0", "--limit", "24",
+                 *[a for o in tiny for a in ("--generate", o)], "--timing-images", "2", "--json",
                  str(tmp_path / "cmp.json"), cwd=tmp_path, cache=tmp_path / "cache",
                  timeout=900)  # fmt: skip
     figures = json.loads((tmp_path / "cmp.json").read_text())["figures"]
     assert list(figures["models"]) == ["smallcnn", "efficientnet_lite0"]
-    for row in figures["models"].values():
-        assert 0 <= row["tune_miou"] <= 1 and row["maps_seconds_per_image"] > 0
-    assert "| efficientnet_lite0 |" in out
+    for model, row in figures["models"].items():
+        folder = tmp_path / "cmp" / model
+        for name in ("seed", "preset"):
+            summary = json.loads((folder / f"masks_{name}" / "summary.json").read_text())
+            assert row[f"{name}_miou"] == summary["miou"] and summary["images"] == 8  # tune
+        assert "method: lpcam" in (folder / "masks_preset/.hydra/config.yaml").read_text()
+        assert row["maps_seconds_per_image"] > 0
+        assert f"| {model} | {row['heldout_map']:.4f} |" in out
+    # one classifier per model, shared by its two runs
+    assert len(list((tmp_path / "cmp" / "cache" / "classifiers").glob("*/checkpoint.pt"))) == 2
 
 
 def test_check_readme_refuses_a_hand_edited_figure_and_a_drifted_demo(tmp_path):
