@@ -7,10 +7,10 @@ and the *tune* photos are labelled. Each row: the held-out mAP, the epoch time, 
 Otsu's rule, and at the threshold swept on the ground truth: an upper bound, labelled so) and
 the preset's masks on the tune photos, and the maps' time on the first photos, all models timed
 in turn (``scripts/_timing.py``). Printed as a table and written to
-``results/compare_backbones.json``; finished stages in ``--out`` are reused, and classifiers and
-prototypes in ``--cache`` (give ``bench_voc.py``'s ``<out>/cache`` to reuse its Lite0).
+``results/compare_backbones.json``. Finished stages in ``--out`` are reused; given
+``bench_voc.py``'s ``--out``, its lists, classifiers and prototypes are (its Lite0).
 
-    python scripts/compare_backbones.py --cache outputs/bench_voc/cache     # hours on 2 cores
+    python scripts/compare_backbones.py --out outputs/bench_voc     # hours on 2 cores
     python scripts/compare_backbones.py --models efficientnet_lite0,efficientnet_lite2
 """
 
@@ -53,19 +53,18 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N photos")
     parser.add_argument("--generate", action="append", default=[],
                         help="a wsss.generate_masks override for every model")  # fmt: skip
-    parser.add_argument("--cache", type=Path, default=None, help="(default: <out>/cache)")
     parser.add_argument("--timing-images", type=int, default=8)
     parser.add_argument("--json", type=Path, default=None, help="(default: results/)")
     args = parser.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    cache = (args.cache or out / "cache").resolve()
+    cache = out / "cache"  # bench_voc.py's, for the same --out
     lists = write_lists(args.root.resolve(), out, args.limit)
     data = dataset_overrides(args.root.resolve(), lists)
     rows, checkpoints = {}, {}
     for model in args.models.split(","):
-        folder = out / model
-        folder.mkdir(exist_ok=True)
+        folder = out / "backbones" / model
+        folder.mkdir(parents=True, exist_ok=True)
         common = [*data, "preset=photos", f"model={model}", "train_split=fit",
                   "val_split=heldout", "split=tune", f"cache_dir={cache}",
                   *args.generate]  # fmt: skip

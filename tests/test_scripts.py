@@ -577,7 +577,7 @@ def test_compare_backbones(voc_root, tmp_path):
     figures = json.loads((tmp_path / "cmp.json").read_text())["figures"]
     assert list(figures["models"]) == ["smallcnn", "efficientnet_lite0"]
     for model, row in figures["models"].items():
-        folder = tmp_path / "cmp" / model
+        folder = tmp_path / "cmp" / "backbones" / model
         for name in ("seed", "preset"):
             summary = json.loads((folder / f"masks_{name}" / "summary.json").read_text())
             assert row[f"{name}_miou"] == summary["miou"] and summary["images"] == 8  # tune
