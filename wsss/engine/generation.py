@@ -95,7 +95,7 @@ def generate_pseudo_masks(
     if distributed.is_main():  # one rank owns the folder for every rank of the job
         try:
             lock.acquire()
-            if folder.check_settings(_fingerprint(predictor, split, export)):
+            if folder.check_fingerprint(_fingerprint(predictor, split, export)):
                 folder.remove_partial_files()
         except WsssError as exc:
             problem = exc

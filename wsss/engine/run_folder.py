@@ -186,7 +186,8 @@ class RunFolder:
         return self.root / "crf_failures.json"
 
     @property
-    def settings(self) -> Path:
+    def fingerprint(self) -> Path:
+        """``run.json``: what determines the run's outputs (:meth:`check_fingerprint`)."""
         return self.root / "run.json"
 
     # Records.
@@ -245,20 +246,20 @@ class RunFolder:
                 return f"missing or damaged {path} ({exc})"
         return None
 
-    def check_settings(self, fingerprint: dict) -> bool:
+    def check_fingerprint(self, fingerprint: dict) -> bool:
         """Write ``run.json``, or check it against ``fingerprint``; True if the folder holds
         records of an earlier run with the same settings (which will be reused).
 
         A folder whose earlier run finished no image (it stopped on bad input, say) does not
         hold it against new settings: its records of skips are dropped and the run starts
         afresh."""
-        if self.settings.is_file():
-            previous = json.loads(self.settings.read_text())
+        if self.fingerprint.is_file():
+            previous = json.loads(self.fingerprint.read_text())
             if previous != json.loads(json.dumps(fingerprint)):
                 if self.finished_images() == 0:
                     log.info("%s: the earlier run finished no image; starting afresh", self.root)
                     shutil.rmtree(self.root / self.RECORDS, ignore_errors=True)
-                    write_json(self.settings, fingerprint)
+                    write_json(self.fingerprint, fingerprint)
                     return False
                 changed = ", ".join(_differences(previous, json.loads(json.dumps(fingerprint))))
                 raise ConfigError(
@@ -266,7 +267,7 @@ class RunFolder:
                     "resume it with the same ones, or write to a new folder"
                 )
             return (self.root / self.RECORDS).is_dir()
-        write_json(self.settings, fingerprint)
+        write_json(self.fingerprint, fingerprint)
         return False
 
     def remove_partial_files(self) -> int:
