@@ -1,7 +1,8 @@
 """One registry style for every extension point: a name -> entry table filled by a decorator.
 
-wsss has five: backbones (:data:`wsss.models.BACKBONES`), datasets (:data:`wsss.data.DATASETS`),
-CAM methods (:data:`wsss.cams.CAM_METHODS`), map refiners (:data:`wsss.masks.REFINERS`) and
+wsss has six: backbones (:data:`wsss.models.BACKBONES`), datasets (:data:`wsss.data.DATASETS`),
+CAM methods (:data:`wsss.cams.CAM_METHODS`) and among them the gradient methods' formulas
+(:data:`wsss.cams.GRADIENT_FORMULAS`), map refiners (:data:`wsss.masks.REFINERS`) and
 segmentation models (:data:`wsss.models.segmentation.SEGMENTATION_MODELS`). Each registry's
 docstring at its definition states what an entry must be. Adding one is one decorated function or
 class (plus, for a config group, one YAML file in ``conf/<group>/``)::

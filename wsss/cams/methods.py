@@ -203,7 +203,8 @@ def _load_prototypes(path: str) -> Prototypes:
     return _load_prototypes_at(path, modified)
 
 
-GRADIENT_FORMULAS: dict[str, GradientFormula] = {}
+#: the gradient methods' formulas ``f(A, G) -> maps``, by method name (each also a CAM method)
+GRADIENT_FORMULAS: Registry[GradientFormula] = Registry("gradient formula")
 
 
 @dataclass
@@ -214,7 +215,7 @@ class GradientCam(CamSettings):
     method: str = "gradcam"
 
     def maps(self, model, images, targets, layer, reshape=None):
-        formula = GRADIENT_FORMULAS[self.method]
+        formula = GRADIENT_FORMULAS.get(self.method)
         return gradient_cams(model, images, targets, layer, formula, reshape)
 
 
@@ -222,7 +223,7 @@ def gradient_method(name: str) -> Callable[[GradientFormula], GradientFormula]:
     """Decorator: make formula ``f(A, G)`` the gradient CAM method ``name``."""
 
     def decorator(formula: GradientFormula) -> GradientFormula:
-        GRADIENT_FORMULAS[name] = formula
+        GRADIENT_FORMULAS.register(name)(formula)
         CAM_METHODS.register(name)(GradientCam)
         return formula
 
