@@ -86,10 +86,12 @@ def test_every_result_file_says_how_it_was_made(name):
 
 
 def test_the_quality_weights_are_the_fit_s_saved_output():
-    from wsss.masks.quality import WEIGHTS
+    from wsss.masks.quality import IMAGE_WEIGHTS, WEIGHTS
 
-    fitted = json.loads((REPO / "results/fit_quality.json").read_text())["figures"]["weights"]
-    assert pytest.approx(tuple(round(w, 4) for w in fitted), abs=1e-9) == WEIGHTS
+    fitted = json.loads((REPO / "results/fit_quality.json").read_text())["figures"]
+    assert pytest.approx(tuple(round(w, 4) for w in fitted["weights"]), abs=1e-9) == WEIGHTS
+    image = tuple(round(w, 4) for w in fitted["image_weights"])
+    assert pytest.approx(image, abs=1e-9) == IMAGE_WEIGHTS
 
 
 @pytest.mark.parametrize("strict", ["1", ""])

@@ -22,7 +22,14 @@ from wsss.errors import ConfigError, DataError
 from wsss.export import ExportSettings
 from wsss.export.report import Rejections, read_rejections
 from wsss.masks import MaskPredictor
-from wsss.masks.quality import FEATURES, estimate, region_features
+from wsss.masks.quality import (
+    FEATURES,
+    IMAGE_FEATURES,
+    estimate,
+    image_estimate,
+    image_features,
+    region_features,
+)
 from wsss.models import ModelSpec, create_classifier
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -52,6 +59,8 @@ def test_every_annotation_and_image_gets_a_quality_estimate(reviewed_run):
     record = json.loads((out / "records" / f"{split.samples[0].image_id}.json").read_text())
     features = next(iter(record["quality"]["classes"].values()))
     assert set(FEATURES) <= set(features) and 0 <= record["quality"]["image"] <= 1
+    regions = list(record["quality"]["classes"].values())
+    assert record["quality"]["image"] == image_estimate(regions)  # from what the record holds
     assert len(result.review) == len(split) and (out / "report.html").is_file()
     assert all((out / item["thumb"]).is_file() for item in result.review)
 
@@ -194,6 +203,25 @@ def test_a_review_refuses_what_would_lose_work_or_do_nothing(reviewed_run, tmp_p
     assert not any((tmp_path / name).exists() for name in "abcde")
 
 
+def test_an_image_estimate_reads_what_its_regions_say_together():
+    regions = [
+        {"estimate": 0.8, "area": 0.3, "uncertain": 0.1},
+        {"estimate": 0.4, "area": 0.5, "uncertain": 0.3},
+    ]
+    worked = {"estimate_mean": 0.6, "estimate_min": 0.4, "foreground": 0.8, "classes": 2.0,
+              "uncertain_mean": 0.2, "uncertain_min": 0.1}  # fmt: skip
+    assert image_features(regions) == pytest.approx(worked)
+    assert set(worked) == set(IMAGE_FEATURES)
+    weights = (0.1, 0.5, 0.2, -0.3, -0.05, 0.1, 0.2)
+    by_hand = 0.1 + 0.5 * 0.6 + 0.2 * 0.4 - 0.3 * 0.8 - 0.05 * 2 + 0.1 * 0.2 + 0.2 * 0.1
+    values = dict(zip(IMAGE_FEATURES, weights[1:], strict=True))
+    assert values["foreground"] == -0.3 and values["classes"] == -0.05  # the order they're read
+    assert image_estimate(regions, weights) == pytest.approx(by_hand)
+    assert image_estimate(regions, (2.0, *weights[1:])) == 1.0  # clipped to an IoU
+    assert image_estimate(regions, (-2.0, *weights[1:])) == 0.0
+    assert image_estimate([], weights) == 0.0
+
+
 def test_the_quality_fit_recovers_the_weights_its_data_was_made_with():
     """IoUs made as a known linear function of the features (plus a little noise): the fit
     finds that function again, to within the noise."""
@@ -207,3 +235,9 @@ def test_the_quality_fit_recovers_the_weights_its_data_was_made_with():
         iou = true[0] + sum(w * features[n] for w, n in zip(true[1:], FEATURES, strict=True))
         regions.append({"features": features, "iou": iou + rng.normal(0, 0.01)})
     assert np.allclose(fit_weights(regions), true, atol=0.01)
+    images = []
+    for _ in range(2000):  # the image model: the same fit over other names
+        features = {name: float(rng.uniform(0, 1)) for name in IMAGE_FEATURES}
+        iou = true[0] + sum(w * features[n] for w, n in zip(true[1:7], IMAGE_FEATURES, strict=True))
+        images.append({"features": features, "iou": iou + rng.normal(0, 0.01)})
+    assert np.allclose(fit_weights(images, IMAGE_FEATURES), true[:7], atol=0.01)

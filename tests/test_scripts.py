@@ -351,6 +351,7 @@ def test_fit_quality(workspace, saved_run):
     assert "WEIGHTS = (" in out and "| worst 20% |" in out
     figures = json.loads((saved_run.parent / "q.json").read_text())["figures"]
     assert len(figures["weights"]) == 9 and set(figures["spearman"]) >= {"fitted", "shipped"}
+    assert len(figures["image_weights"]) == 7 and "IMAGE_WEIGHTS = (" in out
 
 
 def test_bench_large_photos(workspace, tmp_path):

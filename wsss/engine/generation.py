@@ -45,7 +45,7 @@ from wsss.export import (
 )
 from wsss.io import atomic_path
 from wsss.masks import MaskPrediction, MaskPredictor
-from wsss.masks.quality import estimate
+from wsss.masks.quality import estimate, image_estimate
 from wsss.metrics import ConfusionMatrix, ThresholdSweep
 from wsss.models.classifier import weights_digest
 
@@ -218,10 +218,8 @@ class _ImageDescriber:
         estimates = {c: estimate(f) for c, f in features.items()} if features is not None else None
         quality = None
         if features is not None:
-            quality = {
-                "image": float(np.mean(list(estimates.values()))) if features else 0.0,
-                "classes": {names[c]: {**f, "estimate": estimates[c]} for c, f in features.items()},
-            }
+            regions = {names[c]: {**f, "estimate": estimates[c]} for c, f in features.items()}
+            quality = {"image": image_estimate(list(regions.values())), "classes": regions}
         annotations = coco_annotations(
             prediction.mask,
             prediction.cams,

@@ -13,10 +13,13 @@ For each labelled class of an image, signals the pipeline has or gets for a few 
 * ``area``: the region's share of the image; ``parts``: log(1 + its connected regions);
 * ``uncertain``: where the CRF runs disagreed (255) among the pixels the class's map wins.
 
-:data:`WEIGHTS` combine them linearly into an estimate of the region's IoU, clipped to [0, 1];
-an image's estimate is the mean over its classes. The weights were fitted by least squares on
-the *tune* third of VOC 2012 train and are reported on the other two thirds
-(``scripts/fit_quality.py``, whose output they are; README, "Which masks to trust").
+:data:`WEIGHTS` combine them linearly into an estimate of the region's IoU, clipped to [0, 1].
+An image's estimate is a second linear model (:data:`IMAGE_WEIGHTS`) of what its regions say
+together (:data:`IMAGE_FEATURES`): their estimates' mean and minimum, the share of the image
+they cover (spill over the background is the largest error of the masks), their number and
+their uncertain shares. Both were fitted by least squares on the *tune* third of VOC 2012 train
+and are reported on the other two thirds and on a user-sized folder (``scripts/fit_quality.py``,
+whose output they are; README, "Which masks to trust").
 """
 
 from __future__ import annotations
@@ -41,7 +44,19 @@ FEATURES = (
 #: intercept first, then one weight per feature: the output of scripts/fit_quality.py on the
 #: preset's (LPCAM + CRF) run of scripts/bench_voc.py, least squares on the 488 tune images of
 #: VOC 2012 train (results/fit_quality.json)
-WEIGHTS = (-0.2452, 0.1963, 0.0864, -0.0842, 0.7248, 0.314, 0.0436, -0.0378, 0.0183)
+WEIGHTS = (-0.1284, 0.2231, 0.1056, -0.0707, 0.6219, 0.4339, -0.0721, -0.0575, -0.0084)
+#: what an image's estimate is made from (:func:`image_features`)
+IMAGE_FEATURES = (
+    "estimate_mean",
+    "estimate_min",
+    "foreground",
+    "classes",
+    "uncertain_mean",
+    "uncertain_min",
+)
+#: intercept first, then one weight per image feature: scripts/fit_quality.py's second fit, on
+#: the same images (results/fit_quality.json)
+IMAGE_WEIGHTS = (0.7339, 0.4376, 0.1113, -0.7294, -0.0135, -0.4503, -0.0344)
 #: the long side of the image the probabilities are measured on (cheap, and enough to tell)
 PROBE_SIDE = 256
 
@@ -57,23 +72,53 @@ def remove_object(image: torch.Tensor, mask: np.ndarray, sigma: float = 6.0) -> 
     return torch.from_numpy(np.where(keep > 0, pixels, filled)).to(image)
 
 
-def fit_weights(regions: list[dict], ridge: float = 1e-3) -> tuple[float, ...]:
-    """Least-squares weights (intercept first, then one per :data:`FEATURES`) predicting each
-    region's IoU from its features: ``regions`` are ``{"features": {...}, "iou": float}``. A small
-    ridge keeps the fit stable when a feature barely varies (the intercept is not shrunk)."""
-    x = np.array([[1.0, *(r["features"][f] for f in FEATURES)] for r in regions])
-    y = np.array([r["iou"] for r in regions])
+def fit_weights(
+    rows: list[dict], features: tuple[str, ...] = FEATURES, ridge: float = 1e-3
+) -> tuple[float, ...]:
+    """Least-squares weights (intercept first, then one per name of ``features``) predicting
+    each row's IoU from its features: ``rows`` are ``{"features": {...}, "iou": float}`` (regions
+    with :data:`FEATURES`, or images with :data:`IMAGE_FEATURES`). A small ridge keeps the fit
+    stable when a feature barely varies (the intercept is not shrunk)."""
+    x = np.array([[1.0, *(r["features"][f] for f in features)] for r in rows])
+    y = np.array([r["iou"] for r in rows])
     penalty = ridge * np.eye(x.shape[1])
     penalty[0, 0] = 0.0
     weights = np.linalg.solve(x.T @ x + penalty, x.T @ y)
     return tuple(round(float(w), 4) for w in weights)
 
 
+def _linear(features: dict[str, float], weights, names: tuple[str, ...]) -> float:
+    value = weights[0] + sum(w * features[n] for w, n in zip(weights[1:], names, strict=True))
+    return float(np.clip(value, 0.0, 1.0))
+
+
 def estimate(features: dict[str, float], weights=WEIGHTS) -> float:
     """The estimated IoU of one region, in [0, 1]."""
-    terms = zip(weights[1:], FEATURES, strict=True)
-    value = weights[0] + sum(w * features[name] for w, name in terms)
-    return float(np.clip(value, 0.0, 1.0))
+    return _linear(features, weights, FEATURES)
+
+
+def image_features(regions: list[dict[str, float]]) -> dict[str, float]:
+    """:data:`IMAGE_FEATURES` of an image from its regions' features, each with its
+    ``estimate``."""
+    estimates = [r["estimate"] for r in regions]
+    uncertain = [r["uncertain"] for r in regions]
+    return {
+        "estimate_mean": float(np.mean(estimates)),
+        "estimate_min": float(np.min(estimates)),
+        "foreground": float(sum(r["area"] for r in regions)),
+        "classes": float(len(regions)),
+        "uncertain_mean": float(np.mean(uncertain)),
+        "uncertain_min": float(np.min(uncertain)),
+    }
+
+
+def image_estimate(regions: list[dict[str, float]], weights=IMAGE_WEIGHTS) -> float:
+    """The estimated IoU of an image's mask (mean over the background and its classes, as the
+    image's true IoU is), in [0, 1], from its regions' features (each with its ``estimate``);
+    0 for an image without regions."""
+    if not regions:
+        return 0.0
+    return _linear(image_features(regions), weights, IMAGE_FEATURES)
 
 
 def _probe(image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
