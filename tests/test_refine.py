@@ -16,7 +16,7 @@ from wsss.masks import IrnSettings, MaskPredictor, ParSettings, SuperpixelSettin
 from wsss.masks.random_walk import line, path_affinities, random_walk
 from wsss.masks.refine import par_affinity, region_means
 from wsss.models import ModelSpec, create_classifier
-from wsss.models.boundary import BoundaryNet, load_affinity, save_affinity
+from wsss.models.boundary import BoundaryNet, load_boundary_net, save_boundary_net
 
 
 def _square_scene():
@@ -182,7 +182,7 @@ def boundary_checkpoint(tmp_path_factory):
     classifier = create_classifier(spec, 6).eval()
     net = BoundaryNet(classifier, width=8)
     path = tmp_path_factory.mktemp("affinity") / "affinity.pt"
-    save_affinity(path, net, spec, [f"c{i}" for i in range(6)], {"loss": 1.0})
+    save_boundary_net(path, net, spec, [f"c{i}" for i in range(6)], {"loss": 1.0})
     return path, classifier
 
 
@@ -190,11 +190,11 @@ def test_the_affinity_checkpoint_loads_weights_only(boundary_checkpoint, tmp_pat
     path, _ = boundary_checkpoint
     payload = torch.load(path, weights_only=True)
     assert payload["format"] == "wsss-affinity"
-    net = load_affinity(str(path))
+    net = load_boundary_net(str(path))
     assert net(torch.rand(1, 3, 30, 42)).shape == (1, 1, 8, 11)
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="bad.pt"):
-        load_affinity(str(tmp_path / "bad.pt"))
+        load_boundary_net(str(tmp_path / "bad.pt"))
 
 
 def test_irn_propagation_never_leaves_the_images_classes(boundary_checkpoint):
@@ -212,7 +212,7 @@ def test_irn_propagation_never_leaves_the_images_classes(boundary_checkpoint):
 def test_the_boundary_map_averages_the_image_and_its_mirror(boundary_checkpoint):
     path, _ = boundary_checkpoint
     image = np.random.default_rng(1).integers(0, 255, (32, 40, 3), np.uint8)
-    net = load_affinity(str(path))
+    net = load_boundary_net(str(path))
     x = torch.from_numpy(image).permute(2, 0, 1).float()[None] / 255
     with torch.inference_mode():
         plain, mirrored = net(x)[0, 0], net(x.flip(-1))[0, 0].flip(-1)
@@ -273,9 +273,9 @@ def test_train_boundary_net_fine_tunes_the_backbone_only_when_asked(tiny_dataset
             assert changed == []
         else:
             assert changed and all("running_" not in k for k in changed)
-            save_affinity(tmp_path / "tuned.pt", net, ModelSpec("smallcnn", None, {"width": 4}),
+            save_boundary_net(tmp_path / "tuned.pt", net, ModelSpec("smallcnn", None, {"width": 4}),
                           [f"c{i}" for i in range(6)], {})  # fmt: skip
-            loaded = load_affinity(str(tmp_path / "tuned.pt"))
+            loaded = load_boundary_net(str(tmp_path / "tuned.pt"))
             assert torch.equal(loaded.classifier.state_dict()[changed[0]], after[changed[0]])
 
 

@@ -18,7 +18,7 @@ from wsss.engine.boundary_training import train_boundary_net
 from wsss.engine.segmentation import MaskTargets, check_mask_targets
 from wsss.errors import ConfigError
 from wsss.io import write_json
-from wsss.models.boundary import save_affinity
+from wsss.models.boundary import save_boundary_net
 
 
 def run(config: TrainAffinityCommand, out: Path) -> float:
@@ -40,7 +40,9 @@ def run(config: TrainAffinityCommand, out: Path) -> float:
         seed=config.seed,
     )
     if distributed.is_main():
-        save_affinity(out / "affinity.pt", net, classifier.spec, classifier.class_names, metrics)
+        save_boundary_net(
+            out / "affinity.pt", net, classifier.spec, classifier.class_names, metrics
+        )
         write_json(out / "affinity_metrics.json", metrics)
         print(f"\naffinity checkpoint: {out / 'affinity.pt'} (final loss {metrics['loss']:.4f})")
     distributed.barrier()

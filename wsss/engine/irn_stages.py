@@ -31,7 +31,7 @@ from wsss.export import ExportSettings
 from wsss.io import json_digest
 from wsss.masks import CRFSettings, MaskPredictor, ThresholdSettings
 from wsss.models import LoadedClassifier
-from wsss.models.boundary import save_affinity
+from wsss.models.boundary import save_boundary_net
 from wsss.models.classifier import weights_digest
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def affinity_for(
         num_workers=num_workers, seed=seed,
     )  # fmt: skip
     if distributed.is_main():
-        save_affinity(path, net, classifier.spec, classifier.class_names, metrics)
+        save_boundary_net(path, net, classifier.spec, classifier.class_names, metrics)
     distributed.barrier()
     return path
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from wsss.errors import ConfigError
 from wsss.masks.refine import REFINERS, RefineSettings
-from wsss.models.boundary import load_affinity
+from wsss.models.boundary import load_boundary_net
 from wsss.models.inference import compile_module, resolve_backend
 
 
@@ -175,7 +175,7 @@ class IrnSettings(RefineSettings):
 def _boundary_engine(checkpoint: str, backend: str):
     """The boundary network of ``checkpoint`` as a function of a (B, 3, H, W) batch, run by
     ``backend`` (OpenVINO by default on a CPU: 3-4x PyTorch eager), converted once per process."""
-    net = load_affinity(checkpoint)
+    net = load_boundary_net(checkpoint)
     backend = resolve_backend(backend, net, torch.device("cpu"))
     if backend == "torch":
         net = net.to(memory_format=torch.channels_last)

@@ -86,7 +86,11 @@ class BoundaryNet(nn.Module):
         return self
 
 
-def save_affinity(path: str | os.PathLike, net: BoundaryNet, spec: ModelSpec, classes, metrics):
+def save_boundary_net(
+    path: str | os.PathLike, net: BoundaryNet, spec: ModelSpec, classes, metrics
+) -> None:
+    """Write ``net`` (the ``affinity.pt`` of ``wsss.train_affinity`` and of IRN's cached stage)
+    with the classifier's model spec and classes it was trained on."""
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -100,7 +104,7 @@ def save_affinity(path: str | os.PathLike, net: BoundaryNet, spec: ModelSpec, cl
 
 
 @functools.lru_cache(maxsize=2)
-def load_affinity(path: str) -> BoundaryNet:
+def load_boundary_net(path: str) -> BoundaryNet:
     """A trained :class:`BoundaryNet` (loaded with ``weights_only=True``), in eval mode."""
     file = Path(path).expanduser()
     if not file.is_file():
