@@ -37,7 +37,7 @@ def labelled_only(split: LabelledSplit) -> LabelledSplit:
 def train_and_save(
     dataset: DatasetSettings,
     spec: ModelSpec,
-    recipe: TrainSettings,
+    settings: TrainSettings,
     checkpoint_path: Path,
     *,
     train_split: str = "train",
@@ -49,7 +49,7 @@ def train_and_save(
     num_workers: int = 0,
     seed: int = 0,
 ) -> LoadedClassifier:
-    """Train a ``spec`` classifier with ``recipe`` on split ``train_split`` of ``dataset``,
+    """Train a ``spec`` classifier with ``settings`` on split ``train_split`` of ``dataset``,
     validate on ``val_split``, and save it to ``checkpoint_path`` (once, under torchrun).
     Unusable images stop the run or go to ``bad``."""
     bad = bad or BadImages()
@@ -66,12 +66,12 @@ def train_and_save(
         spec.backbone,
         len(train),
         len(train.class_names),
-        recipe.epochs,
+        settings.epochs,
     )
     state = Path(checkpoint_path).parent / "training_state.pt"
-    key = cache_key(dataset, spec, recipe, (train_split, val_split), seed)
+    key = cache_key(dataset, spec, settings, (train_split, val_split), seed)
     metrics = train_classifier(
-        model, train, val, recipe, device, bad, amp=amp, num_workers=num_workers, seed=seed,
+        model, train, val, settings, device, bad, amp=amp, num_workers=num_workers, seed=seed,
         state_path=state, state_key=key,
     )  # fmt: skip
     if distributed.is_main():  # written once; the other ranks hold the same weights
@@ -85,7 +85,7 @@ def train_and_save(
 def cache_key(
     dataset: DatasetSettings,
     spec: ModelSpec,
-    recipe: TrainSettings,
+    settings: TrainSettings,
     splits: tuple[str, str | None],
     seed: int,
 ) -> str:
@@ -93,7 +93,7 @@ def cache_key(
     parts = {
         "dataset": asdict(dataset),
         "model": asdict(spec),
-        "train": asdict(recipe),
+        "train": asdict(settings),
         "splits": list(splits),
         "seed": seed,
         "versions": [GENERATOR_VERSION, CHECKPOINT_VERSION],
@@ -105,7 +105,7 @@ def checkpoint_or_cached(
     checkpoint: str | None,
     dataset: DatasetSettings,
     spec: ModelSpec,
-    recipe: TrainSettings,
+    settings: TrainSettings,
     *,
     cache_dir: Path,
     train_split: str = "train",
@@ -121,7 +121,7 @@ def checkpoint_or_cached(
     if checkpoint:
         path = Path(checkpoint).expanduser()
         return load_checkpoint(path), path, False
-    key = cache_key(dataset, spec, recipe, (train_split, val_split), seed)
+    key = cache_key(dataset, spec, settings, (train_split, val_split), seed)
     path = Path(cache_dir) / "classifiers" / key / "checkpoint.pt"
     if path.is_file():
         log.info("reusing cached classifier %s", path)
@@ -130,7 +130,7 @@ def checkpoint_or_cached(
     classifier = train_and_save(
         dataset,
         spec,
-        recipe,
+        settings,
         path,
         train_split=train_split,
         val_split=val_split,
