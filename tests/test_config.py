@@ -261,9 +261,9 @@ def test_train_hands_its_groups_to_training(monkeypatch, tmp_path):
     cfg = config("train", "train=finetune", "train.lr=0.003", "amp=true", "seed=5")
     with pytest.raises(_Reached):
         train.run(cfg, tmp_path)
-    dataset, spec, recipe, _ = seen["args"]
-    assert dataset is cfg.dataset and spec is cfg.model and recipe is cfg.train
-    assert recipe.lr == 0.003 and seen["kwargs"]["amp"] and seen["kwargs"]["seed"] == 5
+    dataset, spec, settings, _ = seen["args"]
+    assert dataset is cfg.dataset and spec is cfg.model and settings is cfg.train
+    assert settings.lr == 0.003 and seen["kwargs"]["amp"] and seen["kwargs"]["seed"] == 5
 
 
 def test_train_segmentation_hands_its_group_to_training(monkeypatch, tmp_path):
