@@ -269,7 +269,7 @@ def stage_times(image, classes, model, cam, args) -> dict[str, float]:
             prediction = preset.predict(image, classes)
             if config.export.quality:
                 preset.assess(image, prediction)
-            write_outputs(out, prediction.mask, prediction.cams, classes)
+            write_outputs(out, prediction.mask, prediction.maps, classes)
 
         fns["LPCAM maps (scales 1.0, 1.5 + flips)"] = lambda: preset.maps([image], [classes])
         fns["preset=photos whole (LPCAM, rule, CRF, quality, writing)"] = whole_preset

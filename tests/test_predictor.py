@@ -34,7 +34,7 @@ def test_predict_is_the_generation_loops_mask(model, tiny_dataset, tmp_path):
         prediction = predictor.predict(load_image(sample.image_path), sample.labels)
         on_disk = load_label_map(tmp_path / "masks" / f"{sample.image_id}.png")
         assert np.array_equal(prediction.mask, on_disk)
-        assert prediction.cams.shape == (len(sample.labels), 64, 64)
+        assert prediction.maps.shape == (len(sample.labels), 64, 64)
 
 
 def test_predict_equals_the_stages_by_hand(model):
@@ -44,7 +44,7 @@ def test_predict_equals_the_stages_by_hand(model):
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     raw = multiscale_cams(cam.bind(model), x, [[1, 4]], cam.scales, cam.flip)[0]
     expected = normalize_cams(raw).numpy()
-    assert np.abs(prediction.cams - expected).max() < 1e-6
+    assert np.abs(prediction.maps - expected).max() < 1e-6
     assert np.array_equal(prediction.label_map, ThresholdSettings().label_map(expected, [1, 4]))
     assert prediction.crf_mask is None and prediction.mask is prediction.label_map
 
@@ -53,11 +53,11 @@ def test_maps_are_computed_at_the_working_resolution_and_returned_at_the_images(
     image = np.random.default_rng(1).integers(0, 255, (64, 96, 3), np.uint8)
     assert working_size((64, 96), 48) == (32, 48) and working_size((64, 96), 200) == (64, 96)
     prediction = MaskPredictor(model, ClassifierCam(scales=[1.0], max_side=48)).predict(image, [2])
-    assert prediction.cams.shape == (1, 64, 96) and prediction.label_map.shape == (64, 96)
+    assert prediction.maps.shape == (1, 64, 96) and prediction.label_map.shape == (64, 96)
     small = np.asarray(Image.fromarray(image).resize((48, 32), Image.BILINEAR))
-    at_working = MaskPredictor(model, ClassifierCam(scales=[1.0])).predict(small, [2]).cams
+    at_working = MaskPredictor(model, ClassifierCam(scales=[1.0])).predict(small, [2]).maps
     expected = upsample_cams(torch.from_numpy(at_working), (64, 96)).numpy()
-    assert np.abs(prediction.cams - expected).max() < 1e-6
+    assert np.abs(prediction.maps - expected).max() < 1e-6
 
 
 def test_the_classifier_labels_images_without_labels_only_when_asked(model):
@@ -93,7 +93,7 @@ def test_the_crf_runs_in_process_as_in_the_workers_and_as_by_hand(model):
     without = MaskPredictor(model, cam).predict(images[0], [0, 5])
     small = np.asarray(Image.fromarray(images[0]).resize((32, 24), Image.BILINEAR))
     maps = torch.nn.functional.interpolate(
-        torch.from_numpy(without.cams)[None], (24, 32), mode="bilinear", antialias=True
+        torch.from_numpy(without.maps)[None], (24, 32), mode="bilinear", antialias=True
     )[0].numpy()
     by_hand = np.asarray(
         Image.fromarray(crf_label_map(small, maps, [0, 5], crf)).resize((64, 48), Image.NEAREST)
@@ -164,7 +164,7 @@ def test_an_inference_engine_gives_pytorchs_maps(backend, monkeypatch):
     for shape in ((40, 56, 3), (64, 33, 3)):
         image = rng.integers(0, 255, shape, np.uint8)
         expected, found = reference.predict(image, [1, 4]), engine.predict(image, [1, 4])
-        assert np.abs(found.cams - expected.cams).max() < 1e-4
+        assert np.abs(found.maps - expected.maps).max() < 1e-4
         assert (found.label_map != expected.label_map).mean() < 0.01
     assert set(calls) >= {(2, 3, 40, 56), (2, 3, 64, 33)}, "the engine ran"
 

@@ -203,7 +203,7 @@ def test_irn_propagation_never_leaves_the_images_classes(boundary_checkpoint):
     refine = IrnSettings(checkpoint=str(path), exp_times=4)
     predictor = MaskPredictor(classifier, ClassifierCam(scales=[1.0]), refine=refine)
     prediction = predictor.predict(image, [1, 4])
-    assert prediction.cams.shape == (2, 40, 56) and prediction.cams.max() == pytest.approx(1)
+    assert prediction.maps.shape == (2, 40, 56) and prediction.maps.max() == pytest.approx(1)
     assert set(np.unique(prediction.label_map)) <= {0, 2, 5}
     # IRN's is 0.25; 0.40 was best on VOC's tune photos for every boundary network (README)
     assert predictor.threshold.bg_threshold == 0.40, "the walk's background score, not the CAM's"

@@ -183,7 +183,7 @@ def test_maps_and_masks_across_thread_counts(checkpoint, tiny_dataset):
         torch.set_num_threads(threads)
     for one, two in zip(found[1], found[2], strict=True):
         assert np.array_equal(one.label_map, two.label_map)
-        assert np.abs(one.cams - two.cams).max() < 1e-5
+        assert np.abs(one.maps - two.maps).max() < 1e-5
 
 
 def test_torchrun_needs_one_run_folder(checkpoint, tmp_path):
@@ -232,7 +232,7 @@ def test_mixed_precision_trains_and_maps_agree_with_float32(tiny_dataset):
     for amp in (False, True):
         predictor = MaskPredictor(model, ClassifierCam(scales=[1.0], flip=False), amp=amp)
         images = [load_image(s.image_path) for s in samples]
-        maps[amp] = [p.cams for p in predictor.predict_batch(images, [s.labels for s in samples])]
+        maps[amp] = [p.maps for p in predictor.predict_batch(images, [s.labels for s in samples])]
     for exact, mixed in zip(maps[False], maps[True], strict=True):
         assert np.abs(exact - mixed).max() < 0.05
 

@@ -222,7 +222,7 @@ class _ImageDescriber:
             quality = {"image": image_estimate(list(regions.values())), "classes": regions}
         annotations = coco_annotations(
             prediction.mask,
-            prediction.cams,
+            prediction.maps,
             prediction.labels,
             coco_id,
             self.split.coco_category_ids,
@@ -276,9 +276,9 @@ class _ImageWriter:
                 self.folder.thumb(sample.image_id, create=True), review_thumbnail(image, mask)
             )
         if self.export.save_cams:
-            self.folder.write_maps(sample.image_id, prediction.cams, prediction.labels)
+            self.folder.write_maps(sample.image_id, prediction.maps, prediction.labels)
         if sample.image_id in self.overlay_ids:
-            panel = overlay_panel(image, mask, prediction.cams, title=sample.image_id)
+            panel = overlay_panel(image, mask, prediction.maps, title=sample.image_id)
             save_rgb(self.folder.overlay(sample.image_id, create=True), panel)
         self.folder.write_record(sample.image_id, record)
 
@@ -290,7 +290,7 @@ def _image_scores(split: LabelledSplit, sample: Sample, prediction: MaskPredicti
     masks = ConfusionMatrix(num_labels)
     masks.update(prediction.mask, truth)
     sweep = ThresholdSweep(num_labels)
-    sweep.update(prediction.cams, prediction.labels, truth)
+    sweep.update(prediction.maps, prediction.labels, truth)
     scores = {"masks": masks.to_sparse(), "sweep": sweep.to_sparse()}
     if prediction.crf_mask is not None or prediction.crf_failure is not None:
         rule = ConfusionMatrix(num_labels)

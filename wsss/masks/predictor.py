@@ -2,7 +2,7 @@
 
     predictor = MaskPredictor(model, ClassifierCam(), ThresholdSettings(), CRFSettings())
     prediction = predictor.predict(image, labels=[7, 17])  # uint8 (H, W, 3), class indices
-    prediction.cams        # (2, H, W) float32 normalised maps, peak ~1 each (refined, with
+    prediction.maps        # (2, H, W) float32 normalised maps, peak ~1 each (refined, with
                            # a map refiner)
     prediction.label_map   # (H, W) uint8: the threshold rule (0 bg, index + 1, 255 unsure)
     prediction.crf_mask    # the dense CRF's label map (None without a CRF)
@@ -56,13 +56,14 @@ class MaskPrediction:
     """One image's maps and masks.
 
     ``labels``: the 0-based classes the maps are for (given, or chosen by the classifier, then
-    with their ``probabilities``). ``cams``: (N, H, W) float32 in [0, 1]. ``label_map``: the
+    with their ``probabilities``). ``maps``: (N, H, W) float32 in [0, 1], after the refiner
+    when one is set. ``label_map``: the
     threshold rule's (H, W) uint8 map. ``crf_mask``: the dense CRF's label map (None without a
     CRF, or when it failed: ``crf_failure`` says why).
     """
 
     labels: tuple[int, ...]
-    cams: np.ndarray
+    maps: np.ndarray
     label_map: np.ndarray
     probabilities: tuple[float, ...] | None = None
     crf_mask: np.ndarray | None = None
@@ -290,8 +291,8 @@ class MaskPredictor:
         else:
             maps = self._maps(batch, labels, size)
         return [
-            MaskPrediction(classes, cams, self.threshold.label_map(cams, classes), probs)
-            for classes, cams, probs in zip(labels, maps, probabilities, strict=True)
+            MaskPrediction(classes, found, self.threshold.label_map(found, classes), probs)
+            for classes, found, probs in zip(labels, maps, probabilities, strict=True)
         ]
 
     # -- predictions ---------------------------------------------------------------------------
@@ -353,14 +354,14 @@ class MaskPredictor:
         """The CRF's input for a prediction: (image, maps, classes) at the working resolution,
         where the CRF runs (:func:`~wsss.masks.crf.crf_label_maps` takes a stream of them)."""
         size = working_size(image.shape[:2], self.cam.max_side)
-        cams = prediction.cams
+        maps = prediction.maps
         if size != image.shape[:2]:
             image = at_working_size(image, self.cam.max_side)
             small = F.interpolate(
-                torch.from_numpy(cams)[None], size, mode="bilinear", antialias=True
+                torch.from_numpy(maps)[None], size, mode="bilinear", antialias=True
             )
-            cams = small[0].numpy()
-        return image, cams, prediction.labels
+            maps = small[0].numpy()
+        return image, maps, prediction.labels
 
     @staticmethod
     def _with_crf(prediction: MaskPrediction, result: np.ndarray | CRFFailure) -> MaskPrediction:
@@ -376,7 +377,7 @@ class MaskPredictor:
         """The quality features (:mod:`wsss.masks.quality`) of each class's region in the
         prediction's mask, from a few forward passes of the classifier."""
         return region_features(
-            self.model, image, prediction.cams, prediction.labels, prediction.mask, self.device
+            self.model, image, prediction.maps, prediction.labels, prediction.mask, self.device
         )
 
 
