@@ -78,6 +78,15 @@ def json_digest(parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def file_digest(path: str | os.PathLike) -> str:
+    """A short digest of a file's bytes ("missing" for no file): a cache key that changes when
+    a checkpoint or prototypes file is rewritten in place."""
+    try:
+        return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()[:16]
+    except OSError:
+        return "missing"
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_path(path) as tmp:

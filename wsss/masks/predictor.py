@@ -41,6 +41,7 @@ from wsss.cams import CamSettings, multiscale_cams, normalize_cams, upsample_cam
 from wsss.data.images import as_rgb_uint8
 from wsss.devices import autocast_settings
 from wsss.errors import ConfigError, DataError
+from wsss.io import file_digest
 from wsss.masks.crf import CRFFailure, CRFSettings, crf_label_maps
 from wsss.masks.maps_cache import MapsCache
 from wsss.masks.quality import region_features
@@ -393,11 +394,3 @@ def label_map_at(label_map: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def _crf_or_failure_here(image, cams, classes, settings: CRFSettings) -> np.ndarray | CRFFailure:
     """:func:`crf_label_map` in this process, as the workers run it."""
     return next(crf_label_maps([(image, cams, classes)], replace(settings, workers=1)))
-
-
-def file_digest(path: str | Path) -> str:
-    """A short digest of a file's bytes ("missing" for no file)."""
-    try:
-        return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()[:16]
-    except OSError:
-        return "missing"
