@@ -1,9 +1,10 @@
 """Fit and measure the quality estimate of wsss.masks.quality on a run with ground truth.
 
 Reads a ``generate_masks`` run (``export.quality`` on: its records hold every region's
-features) of a dataset with masks. The weights are fitted by least squares of each region's true
-IoU on its features over the ``--tune`` images, and everything is reported on the ``--report``
-images, which the fit never sees:
+features) of a dataset with masks. Two least-squares fits over the ``--tune`` images: the region
+weights (each region's true IoU on its features), then the image weights (each image's true IoU
+on :data:`~wsss.masks.quality.IMAGE_FEATURES`, from its regions estimated with the first fit).
+Everything is reported on the ``--report`` images, which the fits never see:
 
 - the Spearman correlation between the image estimate and the image's true IoU (mean over
   background and its classes), and the same for the existing ``score`` (the mean map value in
@@ -11,10 +12,12 @@ images, which the fit never sees:
 - the mIoU of the kept images when the worst 10%, 20% and 30% by the estimate are dropped,
   against dropping as many by ``score`` and at random (mean of 20 draws).
 
-It prints the weights in the form of ``wsss.masks.quality.WEIGHTS``. For VOC (the lists are
-scripts/bench_voc.py's)::
+It prints the weights in the form of ``wsss.masks.quality.WEIGHTS`` and ``IMAGE_WEIGHTS``.
+With ``--tune`` and ``--report`` the same split (a folder's run, to see how VOC's weights
+transfer), the fit is in-sample and labelled so, and the drops follow wsss's weights. For VOC
+(the lists are scripts/bench_voc.py's)::
 
-    python scripts/fit_quality.py --run outputs/bench_voc/masks_crf \\
+    python scripts/fit_quality.py --run outputs/bench_voc/masks_preset \\
         --override dataset=voc --override dataset.root=../shared/voc2012 \\
         --override ++dataset.splits.tune=outputs/bench_voc/lists/tune.txt \\
         --override ++dataset.splits.report=outputs/bench_voc/lists/report.txt
