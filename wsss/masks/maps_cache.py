@@ -4,23 +4,27 @@ rule, the background score, the CRF, the export) reads them instead of recomputi
 A :class:`MapsCache` folder holds, for one set of map-determining settings (the classifier's
 weights, the ``cam`` settings, the map refiner's, mixed precision), each image's normalised maps
 at the working resolution (float16, after the refiner), under a name derived from the image's
-path, size and classes. :meth:`MaskPredictor.stream` consults it when given one.
+path, size and classes. A predictor made with ``maps_cache=<folder>`` reads its maps through a
+:class:`CachedMaps`: the maps themselves in one such folder and, with a refiner, the refined
+maps in another, so a run with another refiner (or IRN's seeds) shares the first.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from wsss.io import atomic_path
+from wsss.io import atomic_path, file_digest
 
 
 class MapsCache:
     """``root/<settings key>/<2 hex>/<image key>.npz``; ``key`` names the settings (see
-    :meth:`MaskPredictor.maps_key`). Unreadable entries count as missing."""
+    :func:`maps_key`). Unreadable entries count as missing."""
 
     def __init__(self, root: str | Path, key: str):
         self.folder = Path(root).expanduser() / key
@@ -48,3 +52,54 @@ class MapsCache:
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, maps=kept)
         return kept.astype(np.float32)
+
+
+def maps_key(weights: str, cam, amp: bool, refiner=None) -> str:
+    """A digest of what determines the maps: the classifier's ``weights`` digest, the ``cam``
+    settings, mixed precision and the ``refiner``'s settings (not its background score, which
+    only the threshold rule reads). A checkpoint or prototypes file rewritten in place makes new
+    maps, so their bytes count, not their paths."""
+    refined = asdict(refiner) if refiner else None
+    if refined:
+        refined.pop("bg_threshold")
+        if refined.get("checkpoint"):
+            refined["checkpoint"] = file_digest(refined["checkpoint"])
+    cam = asdict(cam)
+    if cam.get("prototypes"):
+        cam["prototypes"] = file_digest(cam["prototypes"])
+    parts = [weights, cam, amp] + ([refined] if refined else [])
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+
+
+class CachedMaps:
+    """A predictor's maps kept in ``root``: the maps themselves (:func:`maps_key` without the
+    refiner) and, with a ``refiner``, the refined maps, each computed only where missing."""
+
+    def __init__(self, root: str | Path, weights: str, cam, amp: bool, refiner=None):
+        self.maps = MapsCache(root, maps_key(weights, cam, amp))
+        self.refined = MapsCache(root, maps_key(weights, cam, amp, refiner)) if refiner else None
+
+    def get(
+        self,
+        names: Sequence[object],
+        size: tuple[int, int],
+        classes: Sequence[Sequence[int]],
+        compute: Callable[[list[int]], list[np.ndarray]],
+        refine: Callable[[list[int], list[np.ndarray]], list[np.ndarray]],
+    ) -> list[np.ndarray]:
+        """The maps of images ``names`` (of ``size``, for ``classes``): read where kept, else
+        ``compute(indices)`` (the maps of those images) then ``refine(indices, maps)``, kept."""
+        keys = [(name, size, tuple(c)) for name, c in zip(names, classes, strict=True)]
+        final = self.refined or self.maps
+        found = [final.load(*key) for key in keys]
+        missing = [i for i, maps in enumerate(found) if maps is None]
+        if not missing:
+            return found
+        raw = [self.maps.load(*keys[i]) for i in missing] if self.refined else [None] * len(missing)
+        todo = [i for i, maps in zip(missing, raw, strict=True) if maps is None]
+        if todo:
+            for i, maps in zip(todo, compute(todo), strict=True):
+                raw[missing.index(i)] = self.maps.save(*keys[i], maps)
+        for i, maps in zip(missing, refine(missing, raw), strict=True):
+            found[i] = self.refined.save(*keys[i], maps) if self.refined else maps
+        return found

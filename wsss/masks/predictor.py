@@ -22,8 +22,6 @@ path from an image to its mask would again be spread over several modules.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -41,9 +39,8 @@ from wsss.cams import CamSettings, multiscale_cams, normalize_cams, upsample_cam
 from wsss.data.images import as_rgb_uint8
 from wsss.devices import autocast_settings
 from wsss.errors import ConfigError, DataError
-from wsss.io import file_digest
 from wsss.masks.crf import CRFFailure, CRFSettings, crf_label_maps
-from wsss.masks.maps_cache import MapsCache
+from wsss.masks.maps_cache import CachedMaps
 from wsss.masks.quality import region_features
 from wsss.masks.refine import RefineSettings
 from wsss.masks.threshold import ThresholdSettings, check_class_indices
@@ -163,25 +160,10 @@ class MaskPredictor:
         self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
         self._method = cam.bind(self.model)
         self.maps_cache = maps_cache
+        self._cache = None
         if maps_cache:
-            self._cams_cache = MapsCache(maps_cache, self.maps_key(refined=False))
-            self._final_cache = MapsCache(maps_cache, self.maps_key())
-
-    def maps_key(self, refined: bool = True) -> str:
-        """A digest of what determines the maps: the classifier's weights, the ``cam``
-        settings, mixed precision and, when ``refined``, the refiner's settings (not its
-        background score)."""
-        refiner = asdict(self.refiner) if self.refiner and refined else None
-        if refiner:
-            refiner.pop("bg_threshold")
-            if refiner.get("checkpoint"):  # a checkpoint retrained in place makes new maps
-                refiner["checkpoint"] = file_digest(refiner["checkpoint"])
-        cam = asdict(self.cam)
-        if cam.get("prototypes"):  # LPCAM's: refitted in place, they make new maps
-            cam["prototypes"] = file_digest(cam["prototypes"])
-        parts = [weights_digest(self.model), cam, self.amp]
-        parts += [refiner] if refiner else []
-        return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
+            weights = weights_digest(self.model)
+            self._cache = CachedMaps(maps_cache, weights, cam, amp, refine)
 
     def settings(self) -> dict:
         """Every setting that determines the masks, as JSON-ready values (the CRF's worker
@@ -233,24 +215,14 @@ class MaskPredictor:
         return [upsample_cams(torch.from_numpy(m), size).numpy() for m in maps]
 
     def _cached_maps(self, batch, classes, size, names) -> list[np.ndarray]:
-        """:meth:`_maps`, read from the maps cache where it has them, and kept there: the
-        refined maps, and before them the maps themselves (a run with another refiner, or
-        the seeds of IRN's network, share those)."""
-        keys = [(name, size, tuple(c)) for name, c in zip(names, classes, strict=True)]
-        found = [self._final_cache.load(*key) for key in keys]
-        missing = [i for i, maps in enumerate(found) if maps is None]
-        if missing:
-            cams = [self._cams_cache.load(*keys[i]) for i in missing]
-            todo = [i for i, maps in zip(missing, cams, strict=True) if maps is None]
-            if todo:
-                for i, maps in zip(todo, self._cams(batch[todo], [classes[i] for i in todo]),
-                                   strict=True):  # fmt: skip
-                    cams[missing.index(i)] = self._cams_cache.save(*keys[i], maps)
-            refined = self._refined(batch[missing], cams, [classes[i] for i in missing])
-            for i, maps in zip(missing, refined, strict=True):
-                if self.refiner is not None:
-                    maps = self._final_cache.save(*keys[i], maps)
-                found[i] = maps
+        """:meth:`_maps`, read from the maps cache where it has them, and kept there."""
+        found = self._cache.get(
+            names,
+            size,
+            classes,
+            compute=lambda todo: self._cams(batch[todo], [classes[i] for i in todo]),
+            refine=lambda todo, maps: self._refined(batch[todo], maps, [classes[i] for i in todo]),
+        )
         return [upsample_cams(torch.from_numpy(m), size).numpy() for m in found]
 
     @torch.no_grad()
@@ -287,7 +259,7 @@ class MaskPredictor:
             for i, (classes, probs) in zip(unlabelled, chosen, strict=True):
                 labels[i], probabilities[i] = classes, probs
         size = images[0].shape[:2]
-        if self.maps_cache is not None and names is not None:
+        if self._cache is not None and names is not None:
             maps = self._cached_maps(batch, labels, size, names)
         else:
             maps = self._maps(batch, labels, size)
