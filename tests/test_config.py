@@ -232,7 +232,7 @@ def test_generate_masks_hands_its_groups_to_the_stages_as_they_are(monkeypatch, 
     predictor, _, _, export = seen["args"]
     assert predictor.cam is cfg.cam and predictor.cam.top_channels == 8
     assert predictor.threshold is cfg.mask and predictor.crf is cfg.crf and export is cfg.export
-    assert predictor.label_threshold == 0.7 and predictor.amp == cfg.amp
+    assert predictor.predict_labels == 0.7 and predictor.amp == cfg.amp
     assert seen["kwargs"]["batch_size"] == 3 and seen["kwargs"]["num_workers"] == 1
 
 

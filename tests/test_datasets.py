@@ -242,7 +242,7 @@ def test_unlabelled_images_are_labelled_by_the_classifier(tmp_path, tiny_dataset
         weight.fill_(-50.0 / weight.shape[1])
         weight[2].fill_(50.0 / weight.shape[1])
     cam = ClassifierCam(scales=[1.0], flip=False)
-    predictor = MaskPredictor(model, cam, label_threshold=0.5)
+    predictor = MaskPredictor(model, cam, predict_labels=0.5)
     result = generate_pseudo_masks(predictor, split, tmp_path / "out", ExportSettings(overlays=0))
     assert result.predicted_labels == 2
     coco = json.loads((tmp_path / "out" / "annotations.json").read_text())

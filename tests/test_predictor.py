@@ -68,7 +68,7 @@ def test_the_classifier_labels_images_without_labels_only_when_asked(model):
         weight[3].fill_(50.0 / weight.shape[1])
     with pytest.raises(DataError, match="no labels, and predict_labels is not set"):
         MaskPredictor(model, ClassifierCam()).predict(image)
-    prediction = MaskPredictor(model, ClassifierCam(), label_threshold=0.5).predict(image)
+    prediction = MaskPredictor(model, ClassifierCam(), predict_labels=0.5).predict(image)
     assert prediction.labels == (3,) and prediction.probabilities[0] > 0.5
 
 

@@ -58,7 +58,7 @@ def run(config: GenerateMasksCommand, out: Path) -> float | None:
         refine=refine,
         device=device,
         amp=config.amp,
-        label_threshold=config.predict_labels,
+        predict_labels=config.predict_labels,
         maps_cache=_maps_cache(config),
     )
     log.info("labelling %d images of split %r with %s", len(split), config.split, config.cam.method)

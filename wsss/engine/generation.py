@@ -67,7 +67,7 @@ def generate_pseudo_masks(
     """Write masks, ``annotations.json``, overlays (and maps) for ``split`` into ``out_dir``.
 
     Maps are computed only for each image's labelled classes (or the classes the classifier
-    gives an unlabelled image, with ``predictor.label_threshold``). When the split has
+    gives an unlabelled image, with ``predictor.predict_labels``). When the split has
     ground-truth masks, the masks written are scored (``confusion``), and so are the threshold
     rule's masks before CRF (``rule_confusion``, only with CRF) and a sweep of the threshold.
     Unusable images stop the run or are listed in ``skipped.json`` (``bad``'s policy; default:
@@ -131,7 +131,7 @@ def _fingerprint(predictor: MaskPredictor, split: LabelledSplit, export: ExportS
     settings = {
         **predictor.settings(),
         "export": exported,
-        "predict_labels": predictor.label_threshold,
+        "predict_labels": predictor.predict_labels,
         "amp": predictor.amp,
     }
     return {

@@ -220,7 +220,7 @@ def run_summary(
                        ("empty_masks", result.empty_masks)):  # fmt: skip
         if count:
             summary[key] = count
-    if predictor.label_threshold is not None:
+    if predictor.predict_labels is not None:
         summary["labels_predicted_for"] = result.predicted_labels
     return summary
 

@@ -118,7 +118,7 @@ class MaskPredictor:
     ``model`` maps (B, 3, H, W) RGB floats in [0, 1] to (B, K) scores (a wsss classifier, or any
     classifier with ``cam.target_layer`` set). ``refine``: a map refiner (PAR, IRN's random
     walk) applied to the maps at the working resolution; the label map is then made from the
-    refined maps with :attr:`threshold`. ``label_threshold``: images given without labels get the
+    refined maps with :attr:`threshold`. ``predict_labels``: images given without labels get the
     classes whose sigmoid probability is at least this (None: an error). ``maps_cache``: a
     folder where :meth:`stream` keeps each image's maps (:mod:`wsss.masks.maps_cache`), so a
     rerun that changes only the rule, the background score or the CRF does not recompute them.
@@ -134,7 +134,7 @@ class MaskPredictor:
         refine: RefineSettings | None = None,
         device: torch.device | str = "cpu",
         amp: bool = False,
-        label_threshold: float | None = None,
+        predict_labels: float | None = None,
         maps_cache: str | Path | None = None,
     ):
         self.cam, self.crf, self.refiner = cam, crf, refine
@@ -151,9 +151,9 @@ class MaskPredictor:
                 self.threshold.bg_threshold,
                 self._mask.rule,
             )
-        if label_threshold is not None and not 0.0 < label_threshold < 1.0:
-            raise ConfigError(f"predict_labels must be in (0, 1), got {label_threshold}")
-        self.label_threshold = label_threshold
+        if predict_labels is not None and not 0.0 < predict_labels < 1.0:
+            raise ConfigError(f"predict_labels must be in (0, 1), got {predict_labels}")
+        self.predict_labels = predict_labels
         self.device = torch.device(device)
         self.amp = amp
         # channels-last convolutions are faster on CPU (oneDNN) as on GPU
@@ -230,7 +230,7 @@ class MaskPredictor:
         probabilities = torch.sigmoid(self.model(batch).float()).cpu()
         chosen = []
         for row in probabilities:
-            classes = torch.nonzero(row >= self.label_threshold).flatten().tolist()
+            classes = torch.nonzero(row >= self.predict_labels).flatten().tolist()
             chosen.append((tuple(classes), tuple(round(float(row[c]), 6) for c in classes)))
         return chosen
 
@@ -252,7 +252,7 @@ class MaskPredictor:
         probabilities: list[tuple | None] = [None] * len(images)
         unlabelled = [i for i, classes in enumerate(labels) if not classes]
         if unlabelled:
-            if self.label_threshold is None:
+            if self.predict_labels is None:
                 name = names[unlabelled[0]] if names else f"image {unlabelled[0]}"
                 raise DataError(f"{name}: no labels, and predict_labels is not set")
             chosen = self._chosen_labels(batch[unlabelled])
@@ -279,7 +279,7 @@ class MaskPredictor:
         """Predict same-size images, the CRF (when set) in this process. An image is uint8
         (H, W, 3) RGB, or anything :func:`~wsss.data.images.as_rgb_uint8` converts (a PIL image,
         a float array in [0, 1], a tensor). ``labels[i]``: 0-based classes, or empty / None for
-        the classifier to choose (needs ``label_threshold``; ``names[i]`` names the image in
+        the classifier to choose (needs ``predict_labels``; ``names[i]`` names the image in
         that error)."""
         images = [as_rgb_uint8(image) for image in images]
         for classes in labels:
