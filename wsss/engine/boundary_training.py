@@ -198,7 +198,7 @@ def train_boundary_net(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            running += float(loss) * len(images)
+            running += loss.item() * len(images)
             seen += len(images)
             for k, v in parts.items():
                 parts_sum[k] = parts_sum.get(k, 0.0) + v * len(images)
