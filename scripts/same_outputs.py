@@ -126,11 +126,13 @@ def prepare_inputs(voc: Path | None, images: int):
     """Files some commands read: the review's rejections, the VOC photo list."""
 
     def prepare(name: str, side: Path) -> None:
-        if name == "export":
+        if name == "export":  # one image rejected, and one mask of another image
             records = sorted((side / "demo" / "records").glob("*.json"))
-            first = json.loads(records[0].read_text())
-            rejected = {"format": "wsss-rejections", "images": [records[1].stem],
-                        "annotations": [{"image": records[0].stem,
+            annotated = next(r for r in records if json.loads(r.read_text())["annotations"])
+            other = next(r for r in records if r != annotated)
+            first = json.loads(annotated.read_text())
+            rejected = {"format": "wsss-rejections", "images": [other.stem],
+                        "annotations": [{"image": annotated.stem,
                                          "class": _first_class(side / "demo", first)}]}  # fmt: skip
             (side / "rejected.json").write_text(json.dumps(rejected))
         if name.startswith("voc_") and voc is not None:

@@ -493,6 +493,26 @@ def test_same_outputs_finds_no_difference_between_a_tree_and_itself(tmp_path):
     assert "0 differences in" in out
 
 
+def test_same_outputs_rejects_a_mask_of_an_image_that_has_one(tmp_path, monkeypatch):
+    """The export command's review: the first image may have no mask (a tiny model's), so the
+    rejected mask is the first annotated image's, and another image is rejected whole."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    spec = importlib.util.spec_from_file_location("same_outputs", SCRIPTS / "same_outputs.py")
+    same = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(same)
+    demo = tmp_path / "demo"
+    (demo / "records").mkdir(parents=True)
+    (demo / "annotations.json").write_text(json.dumps({"categories": [{"id": 3, "name": "star"}]}))
+    for name, found in (("a", []), ("b", [{"category_id": 3}]), ("c", [])):
+        (demo / "records" / f"{name}.json").write_text(json.dumps({"annotations": found}))
+    same.prepare_inputs(None, 0)("export", tmp_path)
+    rejected = json.loads((tmp_path / "rejected.json").read_text())
+    assert rejected["annotations"] == [{"image": "b", "class": "star"}]
+    assert rejected["images"] == ["a"]
+
+
 def test_same_outputs_reports_a_changed_mask_and_ignores_timings(tmp_path, monkeypatch):
     import importlib.util
 
