@@ -61,7 +61,7 @@ def main() -> None:
     cache = out / "cache"  # bench_voc.py's, for the same --out
     lists = write_lists(args.root.resolve(), out, args.limit)
     data = dataset_overrides(args.root.resolve(), lists)
-    rows, checkpoints = {}, {}
+    rows, classifiers = {}, {}
     for model in args.models.split(","):
         folder = out / "backbones" / model
         folder.mkdir(parents=True, exist_ok=True)
@@ -75,8 +75,7 @@ def main() -> None:
                 command("wsss.generate_masks", [*common, *extra, f"hydra.run.dir={masks}"],
                         folder / f"{name}.log")  # fmt: skip
             summaries[name] = json.loads((masks / "summary.json").read_text())
-        checkpoints[model] = Path(summaries["preset"]["checkpoint"])
-        classifier = load_checkpoint(checkpoints[model])
+        classifier = classifiers[model] = load_checkpoint(summaries["preset"]["checkpoint"])
         seed, preset = summaries["seed"], summaries["preset"]
         rows[model] = {"heldout_map": classifier.metrics["val_map"],
                        "parameters": sum(p.numel() for p in classifier.model.parameters()),
@@ -88,7 +87,7 @@ def main() -> None:
     config = compose_config("generate_masks", data)
     samples = config.dataset.load("tune").samples[: args.timing_images]
     images = [load_image(s.image_path) for s in samples]
-    predictors = [MaskPredictor(load_checkpoint(checkpoints[m]).model, config.cam) for m in rows]
+    predictors = [MaskPredictor(classifiers[m].model, config.cam) for m in rows]
     timed = [
         lambda p=p: [p.maps([im], [s.labels]) for im, s in zip(images, samples, strict=True)]
         for p in predictors

@@ -125,14 +125,11 @@ def main() -> None:
     image_weights = fit_weights(image_rows(tune, weights), IMAGE_FEATURES)
     num_labels = len(split.class_names) + 1
 
-    def image_estimates(w, w_image) -> np.ndarray:
-        return np.array([row["estimate"] for row in image_rows(report, w, w_image)])
-
     truth = np.array([image["iou"] for image in report])
-    estimated = image_estimates(weights, image_weights)
-    shipped = image_estimates(WEIGHTS, IMAGE_WEIGHTS)
-    mean_of_regions = np.array([row["features"]["estimate_mean"]
-                                for row in image_rows(report, weights)])  # fmt: skip
+    fitted = image_rows(report, weights, image_weights)
+    estimated = np.array([row["estimate"] for row in fitted])
+    shipped = np.array([row["estimate"] for row in image_rows(report, WEIGHTS, IMAGE_WEIGHTS)])
+    mean_of_regions = np.array([row["features"]["estimate_mean"] for row in fitted])
     score = np.array([image["score"] for image in report])
     regions = [r for image in report for r in image["regions"]]
     region_est = [estimate(r["features"], weights) for r in regions]

@@ -68,6 +68,7 @@ def maps_key(weights: str, cam, amp: bool, refiner=None) -> str:
     if cam.get("prototypes"):
         cam["prototypes"] = file_digest(cam["prototypes"])
     parts = [weights, cam, amp] + ([refined] if refined else [])
+    # not wsss.io.json_digest: its sorted keys would rename every maps cache users already hold
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
 

@@ -159,11 +159,9 @@ class MaskPredictor:
         # channels-last convolutions are faster on CPU (oneDNN) as on GPU
         self.model = model.to(self.device).eval().to(memory_format=torch.channels_last)
         self._method = cam.bind(self.model)
-        self.maps_cache = maps_cache
         self._cache = None
         if maps_cache:
-            weights = weights_digest(self.model)
-            self._cache = CachedMaps(maps_cache, weights, cam, amp, refine)
+            self._cache = CachedMaps(maps_cache, weights_digest(self.model), cam, amp, refine)
 
     def settings(self) -> dict:
         """Every setting that determines the masks, as JSON-ready values (the CRF's worker
