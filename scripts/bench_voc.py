@@ -22,9 +22,14 @@ on 4 batches of fit photos) against a bare forward/backward loop of the same mod
 the same size, and the maps' time against their plain forward passes (each pair timed side by
 side in this run). Figures go to ``results/bench_voc.json``.
 
+A *lever* (``--lever NAME=OVERRIDES``) is a change tried the way defaults are chosen: its masks
+are made and scored on the tune photos alone, with its time per photo, from the record's cached
+classifier; one that wins there becomes a ``--row`` and is reported on the report photos.
+
     python scripts/bench_voc.py                          # about 2 hours on 2 cores
     python scripts/bench_voc.py --segmentation           # + the segmentation models (hours)
     python scripts/bench_voc.py --limit 100 --epochs 2   # a quick look
+    python scripts/bench_voc.py --lever "superpixels=refine=superpixels"
     python scripts/bench_voc.py --generate model=efficientnet_lite2 --out outputs/voc_lite2
 
 Each stage's outputs stay in ``--out``; a rerun reuses finished stages (delete a folder to redo
@@ -235,12 +240,22 @@ def main() -> None:
         help="another mask run from the same classifier, e.g."
         " 'walk+crf=cam=cam refine=irn crf=dense' (overrides separated by spaces)",
     )
+    parser.add_argument(
+        "--lever",
+        action="append",
+        default=[],
+        metavar="NAME=OVERRIDES",
+        help="a change to try on the tune photos only (labelled and scored there, timed per"
+        " photo), e.g. 'superpixels=refine=superpixels'; a lever that wins becomes a --row",
+    )
     parser.add_argument("--timing-images", type=int, default=8)
     parser.add_argument("--json", type=Path, default=None, help="(default: results/)")
     args = parser.parse_args()
     root, out = args.root.resolve(), args.out.resolve()
     if not (root / "ImageSets/Segmentation/train.txt").is_file():
         raise SystemExit(f"{root}: not a VOC2012 folder (see data/README.md)")
+    if args.folder and args.lever:
+        parser.error("--lever tries a change on VOC's tune photos; in a folder use --row")
     out.mkdir(parents=True, exist_ok=True)
     lists = write_lists(root, out, args.limit, folder=args.folder)
     data = dataset_overrides(root, lists)
@@ -265,6 +280,12 @@ def main() -> None:
     for row in args.row:
         name, _, overrides = row.partition("=")
         runs[name] = overrides.split()
+    # a lever: the photos to label (split=tune comes after the preset's split=all) and score
+    levers = {}
+    for lever in args.lever:
+        name, _, overrides = lever.partition("=")
+        levers[f"lever_{name}"] = overrides.split()
+        runs[f"lever_{name}"] = [*overrides.split(), "split=tune"]
     result_name = "bench_voc_folder" if args.folder else "bench_voc"
     timing, results, same_as, made = {}, {}, {}, {}
     for name, extra in runs.items():
@@ -274,14 +295,15 @@ def main() -> None:
             same_as[name] = made[key]
             timing[name] = timing[made[key]]
             for part in parts:
-                results[name, part] = results[made[key], part]
+                if (made[key], part) in results:
+                    results[name, part] = results[made[key], part]
             continue
         made[key] = name
         folder = out / f"masks_{name}"
         timing[name] = stage(name, out, folder / "summary.json", "wsss.generate_masks",
                              [*data, *preset, *extra, f"hydra.run.dir={folder}"])  # fmt: skip
         # 3. scored on the report photos (defaults chosen on tune) and on tune
-        for part in parts:
+        for part in ("tune",) if name in levers else parts:
             evaluation = out / f"evaluate_{name}_{part}"
             stage(f"evaluate_{name}_{part}", out, evaluation / "metrics.json", "wsss.evaluate", [
                 *data, f"split={part}", f"predictions={folder}", f"hydra.run.dir={evaluation}",
@@ -352,7 +374,15 @@ def main() -> None:
         "complete": True,
         "timings": timing,
         "same_as": same_as,
-        "rows": {f"{n}/{p}": r for (n, p), r in results.items()},
+        "rows": {f"{n}/{p}": r for (n, p), r in results.items() if n not in levers},
+        "levers": {
+            name.removeprefix("lever_"): {
+                "overrides": extra,
+                **results[name, "tune"],
+                "seconds_per_photo": timing[name]["seconds"] / counts["tune"],
+            }
+            for name, extra in levers.items()
+        },
         "segmentation_miou": segmentation,
         # every stage of this command (mask runs, evaluations, segmentation models, each timed
         # when it ran), and the classifier's training where no mask run included it
@@ -364,7 +394,7 @@ def main() -> None:
     }
     if segmentation:
         figures["segmentation_ratio"] = segmentation["preset"] / segmentation["ground_truth"]
-    print_tables(figures, runs)
+    print_tables(figures, [name for name in runs if name not in levers])
     path = save_result(result_name, figures, args.json)
     print(f"\nfigures: {path}")
 
@@ -404,6 +434,17 @@ def print_tables(f: dict, runs) -> None:
                 f"| {shown} | {r['miou']:.4f} | {best} | {r['foreground_precision']:.3f} | "
                 f"{r['foreground_recall']:.3f} | {100 * r['uncertain_pixel_fraction']:.1f}% |"
             )
+    if f["levers"]:
+        print(f"\nlevers, each on the {f['part_images']['tune']} tune photos alone (seconds per "
+              "photo of its mask run; maps an earlier run cached are not recomputed):")  # fmt: skip
+        print("| lever | overrides | mIoU | swept on GT | fg precision | fg recall | s/photo |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for name, r in f["levers"].items():
+            best = (f"{r['best_threshold_miou']:.4f} ({r['best_threshold']:.2f})"
+                    if r["best_threshold_miou"] is not None else "-")  # fmt: skip
+            print(f"| {name} | `{' '.join(r['overrides'])}` | {r['miou']:.4f} | {best} | "
+                  f"{r['foreground_precision']:.3f} | {r['foreground_recall']:.3f} | "
+                  f"{r['seconds_per_photo']:.2f} |")  # fmt: skip
     seg = f["segmentation_miou"]
     for name in ("preset", "ground_truth"):
         if name in seg:

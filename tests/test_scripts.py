@@ -169,7 +169,7 @@ def test_bench_voc(voc_root, tmp_path):
         *[a for o in tiny for a in ("--generate", o)], "--segmentation",
         "--segment", "segmentation.epochs=1", "--segment", "segmentation.crop_size=48",
         "--segment", "segmentation.backbone_weights=null", "--timing-images", "2",
-        "--row", "cam_crf=cam=cam refine=none crf=dense",
+        "--row", "cam_crf=cam=cam refine=none crf=dense", "--lever", "sp=refine=superpixels",
         "--json", str(tmp_path / "bench_voc.json"), cwd=tmp_path, cache=tmp_path / "cache",
         timeout=1200,
     )  # fmt: skip
@@ -203,6 +203,14 @@ def test_bench_voc(voc_root, tmp_path):
     assert 0 <= preset["miou"] <= 1 and 0 <= preset["foreground_recall"] <= 1
     assert preset["best_threshold_miou"] is None and figures["heldout_images"] == 2  # a CRF row
     assert figures["rows"]["seed/report"]["best_threshold_miou"] >= 0
+    # a lever labels and scores the tune photos alone, and is no row of the record
+    lever = figures["levers"]["sp"]
+    assert lever["overrides"] == ["refine=superpixels"] and 0 <= lever["miou"] <= 1
+    lever_run = json.loads((tmp_path / "bench/masks_lever_sp/summary.json").read_text())
+    assert lever_run["images"] == 8 and lever["seconds_per_photo"] > 0
+    lever_config = (tmp_path / "bench/masks_lever_sp/.hydra/config.yaml").read_text()
+    assert "name: superpixels" in lever_config and "split: tune" in lever_config
+    assert f"| sp | `refine=superpixels` | {lever['miou']:.4f} |" in out
     seg = figures["segmentation_miou"]
     assert set(seg) == {"preset", "ground_truth", "preset_on_fit", "ground_truth_on_fit",
                         "preset_masks_on_fit"}  # fmt: skip
