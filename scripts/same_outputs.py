@@ -304,7 +304,8 @@ def main() -> None:
         "runs_with_differences": sorted({p.split(": ")[1].split("/")[0] for p in problems}),
         "mask_pixels_differing": {r: {"pixels": d, "of": t} for r, (d, t) in masks.items()},
     }
-    if not args.tiny:
+    figures["tiny"] = args.tiny
+    if args.json or not args.tiny:  # a tiny run (the tests') writes only where it is told
         print(f"figures: {save_result('same_outputs', figures, args.json)}")
     sys.exit(1 if problems else 0)
 

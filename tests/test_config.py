@@ -331,7 +331,8 @@ def test_help_lists_only_the_options_users_pick():
         timeout=120,
     )
     groups = proc.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
-    assert "cam: cam, gradcam, gradcampp, hirescam, layercam, lpcam, scorecam, xgradcam" in groups
+    methods = "cam, gradcam, gradcampp, hirescam, layercam, lpcam, recam, scorecam, xgradcam"
+    assert f"cam: {methods}" in groups
     assert "schema" not in groups.lower() and "Settings" not in groups
 
 

@@ -30,7 +30,7 @@ from wsss.cams.engines import (
     score_cams,
 )
 from wsss.cams.prototypes import PrototypeFitSettings, Prototypes, prototype_maps
-from wsss.errors import ConfigError
+from wsss.errors import CheckpointError, ConfigError
 from wsss.models.inference import accelerated
 from wsss.models.tokens import Reshape
 from wsss.registry import Registry
@@ -187,6 +187,88 @@ class PrototypeCam(ClassifierCam):
         with torch.inference_mode():
             features = model.forward_features(images)
             return prototype_maps(features, model.cam_weights, prototypes, targets)
+
+
+@dataclass
+class ReCamFitSettings:
+    """How ``generate_masks`` fine-tunes the classifier for ReCAM (the run's ``train`` recipe
+    otherwise). ReCAM: 4 epochs, the new head at 10x the backbone's rate, loss weight 1."""
+
+    epochs: int = 4
+    #: the backbone's and the first head's learning rate (the new head's: ``head_lr_mult`` x)
+    lr: float = 3e-5
+    head_lr_mult: float = 10.0
+    loss_weight: float = 1.0
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.lr <= 0 or self.head_lr_mult <= 0 or self.loss_weight < 0:
+            raise ConfigError(
+                "cam.fit: epochs >= 1, lr > 0, head_lr_mult > 0 and loss_weight >= 0, got "
+                f"{self.epochs}, {self.lr}, {self.head_lr_mult}, {self.loss_weight}"
+            )
+
+
+@CAM_METHODS.register("recam")
+@dataclass
+class ReCam(ClassifierCam):
+    """ReCAM (Chen et al., CVPR 2022): the CAM of a classifier fine-tuned with a second head
+    whose softmax cross-entropy makes the present classes compete, with the two heads' weights
+    multiplied (:mod:`wsss.engine.recam_stage`). ``checkpoint``: that classifier's checkpoint,
+    whose model is the one the maps are computed with; ``generate_masks`` fine-tunes one with
+    ``fit`` from the run's classifier when it is unset, and caches it."""
+
+    method: str = "recam"
+    checkpoint: str | None = None
+    fit: ReCamFitSettings = field(default_factory=ReCamFitSettings)
+
+    def validate(self) -> None:
+        super().validate()
+        self.fit.validate()
+
+    def maps(self, model, images, targets, layer, reshape=None):
+        if not self.checkpoint:
+            raise ConfigError(
+                "cam=recam needs cam.checkpoint=<a ReCAM classifier checkpoint> "
+                "(generate_masks fine-tunes one on the train split when it is unset)"
+            )
+        weights = _load_recam_weights(self.checkpoint)
+        if weights.shape[0] != model.num_classes:
+            raise ConfigError(
+                f"{self.checkpoint}: ReCAM weights of {weights.shape[0]} classes for a "
+                f"classifier of {model.num_classes}"
+            )
+        check_target_classes(targets, images.shape[0], model.num_classes)
+        with torch.inference_mode():
+            features = model.forward_features(images)
+            weights = weights.to(features)
+            return [
+                torch.relu(torch.einsum("kc,chw->khw", weights[list(classes)], features[i]))
+                for i, classes in enumerate(targets)
+            ]
+
+
+@functools.lru_cache(maxsize=4)
+def _load_recam_weights_at(path: str, modified: float) -> torch.Tensor:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot read the ReCAM checkpoint ({exc})") from exc
+    weights = payload.get("extra", {}).get("recam_weights") if isinstance(payload, dict) else None
+    if not isinstance(weights, torch.Tensor) or weights.ndim != 2:
+        raise CheckpointError(
+            f"{path}: not a ReCAM checkpoint (no ReCAM weights; generate_masks makes one with "
+            "cam=recam and cam.checkpoint unset)"
+        )
+    return weights
+
+
+def _load_recam_weights(path: str) -> torch.Tensor:
+    """ReCAM's (K, C) class weights in the checkpoint at ``path``, read once per version."""
+    try:
+        modified = os.stat(path).st_mtime
+    except OSError as exc:
+        raise CheckpointError(f"{path}: ReCAM checkpoint not found") from exc
+    return _load_recam_weights_at(path, modified)
 
 
 @functools.lru_cache(maxsize=4)

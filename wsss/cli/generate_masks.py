@@ -13,16 +13,18 @@ from dataclasses import replace
 from pathlib import Path
 
 from wsss import distributed
-from wsss.cams.methods import PrototypeCam
+from wsss.cams.methods import PrototypeCam, ReCam
 from wsss.cli import common
 from wsss.cli.config import GenerateMasksCommand
 from wsss.data.screen import BadImages
 from wsss.engine import irn_stages
 from wsss.engine.generation import generate_pseudo_masks
 from wsss.engine.prototype_stage import prototypes_for
+from wsss.engine.recam_stage import recam_for
 from wsss.engine.run_result import ClassifierFacts, summary_rows, summary_table
 from wsss.errors import ConfigError
 from wsss.masks import IrnSettings, MaskPredictor
+from wsss.models import load_checkpoint
 
 log = logging.getLogger("wsss.generate_masks")
 
@@ -40,6 +42,9 @@ def run(config: GenerateMasksCommand, out: Path) -> float | None:
             f"{checkpoint}: classifier classes {list(classifier.class_names)} differ from the "
             f"dataset's {list(split.class_names)}"
         )
+    facts = ClassifierFacts(checkpoint, trained, classifier.metrics.get("val_map"))
+    if isinstance(config.cam, ReCam):
+        config, classifier = _recam_classifier(config, classifier, device, bad)
     if isinstance(config.cam, PrototypeCam) and not config.cam.prototypes:
         log.info("cam=lpcam without prototypes: fitting them on the %r split", config.train_split)
         fitted = prototypes_for(
@@ -70,13 +75,35 @@ def run(config: GenerateMasksCommand, out: Path) -> float | None:
         batch_size=config.batch_size,
         num_workers=config.num_workers,
         bad=bad,
-        classifier=ClassifierFacts(checkpoint, trained, classifier.metrics.get("val_map")),
+        classifier=facts,
         started=start,
     )
     if not distributed.is_main():  # rank 0 merged every rank's records and reports
         return None
     print("\nwsss generate_masks summary\n" + summary_table(summary_rows(result.summary)))
     return result.summary.get("miou")
+
+
+def _recam_classifier(config: GenerateMasksCommand, classifier, device, bad):
+    """cam=recam: the ReCAM classifier (fine-tuned from ``classifier`` on the train split and
+    cached, when cam.checkpoint is unset), which computes the maps from here on."""
+    cam = config.cam
+    if not cam.checkpoint:
+        log.info("cam=recam without a checkpoint: fine-tuning one on the %r split",
+                 config.train_split)  # fmt: skip
+        fitted = recam_for(
+            classifier, config.dataset, config.train_split, cam, config.train,
+            Path(config.cache_dir).expanduser(), device=device, bad=bad, amp=config.amp,
+            num_workers=config.num_workers, seed=config.seed,
+        )  # fmt: skip
+        config = replace(config, cam=replace(cam, checkpoint=str(fitted)))
+    recam = load_checkpoint(config.cam.checkpoint)
+    if recam.class_names != tuple(classifier.class_names):
+        raise ConfigError(
+            f"{config.cam.checkpoint}: ReCAM classifier classes {list(recam.class_names)} differ "
+            f"from the run's {list(classifier.class_names)}"
+        )
+    return config, recam
 
 
 def _maps_cache(config: GenerateMasksCommand) -> Path | None:

@@ -85,6 +85,29 @@ class TrainSettings:
             raise ConfigError("train.warmup_epochs must be >= 0 and train.val_every >= 1")
 
 
+class MultiLabelLoss(nn.Module):
+    """The classifier's objective: the multi-label soft margin of its class scores (the CAM
+    paper's and IRN's loss).
+
+    An *objective* for :func:`train_classifier` is a module that holds the classifier (and any
+    parameters its loss adds), names the part trained at ``train.lr`` ``backbone`` (the rest
+    learns ``head_lr_mult`` times faster), and returns a batch's loss from ``forward(images,
+    targets, amp)``, the forward passes under ``torch.autocast(**amp)``."""
+
+    def __init__(self, classifier: CAMClassifier):
+        super().__init__()
+        self.classifier = classifier
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.classifier.backbone
+
+    def forward(self, images: torch.Tensor, targets: torch.Tensor, amp: dict) -> torch.Tensor:
+        with torch.autocast(images.device.type, **amp):
+            logits = self.classifier(images)
+        return F.multilabel_soft_margin_loss(logits.float(), targets)
+
+
 def parameter_groups(model: nn.Module, s) -> list[dict]:
     """``model``'s trainable parameters in two groups: its pretrained ``backbone``'s at
     ``s.lr``, every other one (the new head) at ``s.lr * s.head_lr_mult``."""
@@ -170,8 +193,13 @@ def train_classifier(
     seed: int = 0,
     state_path: Path | None = None,
     state_key: str = "",
+    objective: nn.Module | None = None,
 ) -> dict[str, float]:
     """Train ``model`` in place; return the final metrics (``val_map`` when a val split is given).
+
+    ``objective``: what the training minimises, a module holding ``model`` (see
+    :class:`MultiLabelLoss`, the default); one that adds parameters (ReCAM's head,
+    :mod:`wsss.engine.recam_stage`) trains them too, and its saved state holds them.
 
     ``state_path``: after every epoch the training state (weights, optimiser, schedule, random
     generators, metrics) is saved there, and a later call with the same path resumes after the
@@ -201,12 +229,14 @@ def train_classifier(
     random.seed(seed + rank)  # augmentation differs per rank, the model does not
     np.random.seed(seed + rank)
     loader, sampler = _training_loader(train_split, settings, device, num_workers, seed)
-    network = _trainable(model, device, world, settings.batch_size)
-    optimizer = make_optimizer(model, settings)
+    held = model if objective is None else objective  # what a saved state holds
+    objective = MultiLabelLoss(model) if objective is None else objective
+    network = _trainable(objective, device, world, settings.batch_size)
+    optimizer = make_optimizer(objective, settings)
     steps = _Steps(optimizer, settings, len(loader))
     amp = autocast_settings(amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp.get("dtype") == torch.float16)
-    saved = _resumed(state_path, state_key, model, optimizer, loader, scaler, settings.epochs)
+    saved = _resumed(state_path, state_key, held, optimizer, loader, scaler, settings.epochs)
     steps.step, metrics = saved["step"], saved["metrics"]
     train_seconds, val_seconds = saved["train_seconds"], saved["val_seconds"]
     for epoch in range(saved["epoch"] + 1, settings.epochs + 1):
@@ -232,7 +262,7 @@ def train_classifier(
         if state_path is not None and distributed.is_main() and not last:
             state = {"key": state_key, "epoch": epoch, "metrics": metrics,
                      "train_seconds": train_seconds, "val_seconds": val_seconds}  # fmt: skip
-            save_training_state(state_path, state, model, optimizer, steps.step, loader, scaler)
+            save_training_state(state_path, state, held, optimizer, steps.step, loader, scaler)
     if world > 1:
         _share_skips(bad)
     model.eval()
@@ -251,7 +281,7 @@ def _resumed(state_path, state_key, model, optimizer, loader, scaler, epochs: in
     return {"step": 0, "epoch": 0, "metrics": {}, "train_seconds": 0.0, "val_seconds": 0.0}
 
 
-def _trainable(model: CAMClassifier, device: torch.device, world: int, batch: int) -> nn.Module:
+def _trainable(model: nn.Module, device: torch.device, world: int, batch: int) -> nn.Module:
     """``model`` on ``device`` in training mode and channels-last memory format (1.1x for a
     plain CNN to 2.3x for EfficientNet-Lite0 faster training on 2 CPU cores, and the fast path
     for AMP on CUDA); wrapped in DistributedDataParallel under ``torchrun``, whose ``world``
@@ -380,9 +410,7 @@ def _train_epoch(network: nn.Module, batches, steps: _Steps, scaler, amp: dict, 
         else:
             images = images.to(device, non_blocking=True)
             images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, **amp):
-                logits = network(images)
-            loss = F.multilabel_soft_margin_loss(logits.float(), targets.to(device))
+            loss = network(images, targets.to(device), amp)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)

@@ -94,8 +94,10 @@ def save_checkpoint(
     spec: ModelSpec,
     class_names: list[str] | tuple[str, ...],
     metrics: dict[str, float] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> None:
-    """Write a checkpoint (plain tensors and Python types only), atomically."""
+    """Write a checkpoint (plain tensors and Python types only), atomically. ``extra``: what a
+    stage adds beside the classifier (ReCAM's class weights), read back by that stage."""
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -104,6 +106,8 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metrics": dict(metrics or {}),
     }
+    if extra:
+        payload["extra"] = extra
     save_torch(path, payload)
 
 
