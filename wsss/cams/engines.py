@@ -39,7 +39,10 @@ def class_scores(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 
 def class_activation_maps(
-    model: nn.Module, images: torch.Tensor, targets: Sequence[Sequence[int]]
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: Sequence[Sequence[int]],
+    weights: torch.Tensor | None = None,
 ) -> list[torch.Tensor]:
     """CAM (Zhou et al., CVPR 2016) of each target class: ReLU(sum_k w_k^c f_k(x, y)) at the
     feature map's resolution, for a classifier exposing ``forward_features`` and
@@ -47,7 +50,8 @@ def class_activation_maps(
 
     ``images``: (B, 3, H, W) floats in [0, 1]. ``targets[i]``: class indices for image i.
     Returns one (len(targets[i]), h, w) float tensor per image, after ReLU and before any
-    normalisation or upsampling. Only the requested classes' maps are computed.
+    normalisation or upsampling. Only the requested classes' maps are computed. ``weights``:
+    (K, C) class weights in place of ``cam_weights`` (ReCAM's, say).
     """
     if not (hasattr(model, "cam_weights") and hasattr(model, "forward_features")):
         raise ValueError(
@@ -58,7 +62,7 @@ def class_activation_maps(
     check_target_classes(targets, images.shape[0], model.num_classes)
     with torch.inference_mode():
         features = model.forward_features(images)
-        weights = model.cam_weights
+        weights = model.cam_weights if weights is None else weights.to(features)
         return [
             torch.relu(torch.einsum("kc,chw->khw", weights[list(classes)], features[i]))
             for i, classes in enumerate(targets)

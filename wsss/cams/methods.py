@@ -177,7 +177,7 @@ class PrototypeCam(ClassifierCam):
                 "cam=lpcam needs cam.prototypes=<prototypes.pt> (generate_masks fits them on "
                 "the train split when it is unset)"
             )
-        prototypes = _load_prototypes(self.prototypes)
+        prototypes = _read_once(Prototypes.load, self.prototypes)
         if len(prototypes.foreground) != model.num_classes:
             raise ConfigError(
                 f"{self.prototypes}: prototypes of {len(prototypes.foreground)} classes for a "
@@ -231,24 +231,19 @@ class ReCam(ClassifierCam):
                 "cam=recam needs cam.checkpoint=<a ReCAM classifier checkpoint> "
                 "(generate_masks fine-tunes one on the train split when it is unset)"
             )
-        weights = _load_recam_weights(self.checkpoint)
+        weights = _read_once(_recam_weights, self.checkpoint)
         if weights.shape[0] != model.num_classes:
             raise ConfigError(
                 f"{self.checkpoint}: ReCAM weights of {weights.shape[0]} classes for a "
                 f"classifier of {model.num_classes}"
             )
-        check_target_classes(targets, images.shape[0], model.num_classes)
-        with torch.inference_mode():
-            features = model.forward_features(images)
-            weights = weights.to(features)
-            return [
-                torch.relu(torch.einsum("kc,chw->khw", weights[list(classes)], features[i]))
-                for i, classes in enumerate(targets)
-            ]
+        return class_activation_maps(model, images, targets, weights)
 
 
-@functools.lru_cache(maxsize=4)
-def _load_recam_weights_at(path: str, modified: float) -> torch.Tensor:
+def _recam_weights(path: str) -> torch.Tensor:
+    """ReCAM's (K, C) class weights in the checkpoint at ``path``."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: ReCAM checkpoint not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -262,27 +257,18 @@ def _load_recam_weights_at(path: str, modified: float) -> torch.Tensor:
     return weights
 
 
-def _load_recam_weights(path: str) -> torch.Tensor:
-    """ReCAM's (K, C) class weights in the checkpoint at ``path``, read once per version."""
-    try:
-        modified = os.stat(path).st_mtime
-    except OSError as exc:
-        raise CheckpointError(f"{path}: ReCAM checkpoint not found") from exc
-    return _load_recam_weights_at(path, modified)
+@functools.lru_cache(maxsize=8)
+def _read_version(reader: Callable[[str], Any], path: str, modified: float) -> Any:
+    return reader(path)
 
 
-@functools.lru_cache(maxsize=4)
-def _load_prototypes_at(path: str, modified: float) -> Prototypes:
-    return Prototypes.load(path)
-
-
-def _load_prototypes(path: str) -> Prototypes:
-    """The prototypes at ``path``, read once per version of the file."""
+def _read_once(reader: Callable[[str], Any], path: str) -> Any:
+    """``reader(path)``, read once per version of the file (a map is computed per batch)."""
     try:
         modified = os.stat(path).st_mtime
     except OSError:
-        modified = -1.0  # Prototypes.load names the missing file
-    return _load_prototypes_at(path, modified)
+        modified = -1.0  # the reader names the missing file
+    return _read_version(reader, path, modified)
 
 
 #: the gradient methods' formulas ``f(A, G) -> maps``, by method name (each also a CAM method)
