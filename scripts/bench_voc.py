@@ -210,7 +210,7 @@ def scores(metrics: dict, swept: bool) -> dict:
     }
 
 
-def main() -> None:
+def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="the VOC2012 folder")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench_voc"))
@@ -251,23 +251,17 @@ def main() -> None:
     parser.add_argument("--timing-images", type=int, default=8)
     parser.add_argument("--json", type=Path, default=None, help="(default: results/)")
     args = parser.parse_args()
-    root, out = args.root.resolve(), args.out.resolve()
-    if not (root / "ImageSets/Segmentation/train.txt").is_file():
-        raise SystemExit(f"{root}: not a VOC2012 folder (see data/README.md)")
+    if not (args.root / "ImageSets/Segmentation/train.txt").is_file():
+        raise SystemExit(f"{args.root}: not a VOC2012 folder (see data/README.md)")
     if args.folder and args.lever:
         parser.error("--lever tries a change on VOC's tune photos; in a folder use --row")
-    out.mkdir(parents=True, exist_ok=True)
-    lists = write_lists(root, out, args.limit, folder=args.folder)
-    data = dataset_overrides(root, lists)
-    parts = ("all",) if args.folder else PARTS
-    validation = "null" if args.folder else "heldout"
-    preset = [f"preset={args.preset}", "train_split=fit", f"val_split={validation}", "split=all",
-              "export.save_cams=true", f"cache_dir={out / 'cache'}"]  # fmt: skip
-    preset += [f"train.epochs={args.epochs}"] * bool(args.epochs) + args.generate
-    config = compose_config("generate_masks", [*data, *preset])
+    return args
 
-    # 1. The one command, end to end; 2. the seed (CAM), seed + CRF, IRN's walk and LPCAM without
-    # the CRF from its cached classifier. A row whose settings equal an earlier row's reuses it.
+
+def mask_runs(args) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """The mask runs by name (their overrides on top of the preset's), and the levers among them
+    (each's own overrides). 1. The one command, end to end; 2. the seed (CAM), seed + CRF, IRN's
+    walk and LPCAM without the CRF from its cached classifier; then the --row and --lever runs."""
     runs = {
         "preset": [],
         "seed": ["cam=cam", "refine=none", "crf=none"],
@@ -280,13 +274,18 @@ def main() -> None:
     for row in args.row:
         name, _, overrides = row.partition("=")
         runs[name] = overrides.split()
-    # a lever: the photos to label (split=tune comes after the preset's split=all) and score
     levers = {}
-    for lever in args.lever:
+    for lever in args.lever:  # split=tune comes after the preset's split=all
         name, _, overrides = lever.partition("=")
         levers[f"lever_{name}"] = overrides.split()
         runs[f"lever_{name}"] = [*overrides.split(), "split=tune"]
-    result_name = "bench_voc_folder" if args.folder else "bench_voc"
+    return runs, levers
+
+
+def run_masks(runs, levers, out: Path, data, preset, parts, result_name, json_path):
+    """Each mask run and its evaluations (3. on the report photos, where no default was chosen,
+    and on the tune photos; a lever on the tune photos alone). A run whose settings equal an
+    earlier run's is that run, under a second name. Returns (timing, results, same_as)."""
     timing, results, same_as, made = {}, {}, {}, {}
     for name, extra in runs.items():
         settings = compose_config("generate_masks", [*data, *preset, *extra])
@@ -302,7 +301,6 @@ def main() -> None:
         folder = out / f"masks_{name}"
         timing[name] = stage(name, out, folder / "summary.json", "wsss.generate_masks",
                              [*data, *preset, *extra, f"hydra.run.dir={folder}"])  # fmt: skip
-        # 3. scored on the report photos (defaults chosen on tune) and on tune
         for part in ("tune",) if name in levers else parts:
             evaluation = out / f"evaluate_{name}_{part}"
             stage(f"evaluate_{name}_{part}", out, evaluation / "metrics.json", "wsss.evaluate", [
@@ -313,32 +311,55 @@ def main() -> None:
         # the rows so far, in case a later stage is interrupted (a rerun completes the file)
         partial = {"complete": False, "rows": {f"{n}/{p}": r for (n, p), r in results.items()},
                    "same_as": same_as, "timings": timing}  # fmt: skip
-        save_result(result_name, partial, args.json)
+        save_result(result_name, partial, json_path)
+    return timing, results, same_as
 
-    # 4. Closing the loop: a segmentation model on the fit photos' masks against the same model
-    # on their ground truth, both scored on the held-out photos.
+
+def segmentation_loop(out: Path, data, segment_overrides, timing) -> dict:
+    """4. Closing the loop: a segmentation model on the fit photos' preset masks against the
+    same model on their ground truth, both scored on the held-out photos; and the masks it
+    learnt from, scored on the same fit photos."""
     segmentation = {}
-    if args.segmentation:
-        for name, targets in (("preset", [f"pseudo_masks={out / 'masks_preset'}"]),
-                              ("ground_truth", ["targets=ground_truth"])):  # fmt: skip
-            folder = out / f"segmentation_{name}"
-            timing[f"segmentation_{name}"] = stage(
-                f"segmentation_{name}", out, folder / "metrics.json", "wsss.train_segmentation", [
-                    *data, "segmentation=lite0", *targets, "train_split=fit",
-                    "eval_split=heldout", "score_train=true", f"cache_dir={out / 'cache'}",
-                    *args.segment, f"hydra.run.dir={folder}",
-                ])  # fmt: skip
-            metrics = json.loads((folder / "metrics.json").read_text())
-            segmentation[name] = metrics["eval"]["miou"]
-            segmentation[f"{name}_on_fit"] = metrics["train"]["miou"]
-        # the masks it learnt from, scored on the same fit photos
-        evaluation = out / "evaluate_preset_fit"
-        stage("evaluate_preset_fit", out, evaluation / "metrics.json", "wsss.evaluate", [
-            *data, "split=fit", f"predictions={out / 'masks_preset'}",
-            f"hydra.run.dir={evaluation}",
-        ])  # fmt: skip
-        metrics = json.loads((evaluation / "metrics.json").read_text())
-        segmentation["preset_masks_on_fit"] = metrics["masks_on_disk"]["miou"]
+    for name, targets in (("preset", [f"pseudo_masks={out / 'masks_preset'}"]),
+                          ("ground_truth", ["targets=ground_truth"])):  # fmt: skip
+        folder = out / f"segmentation_{name}"
+        timing[f"segmentation_{name}"] = stage(
+            f"segmentation_{name}", out, folder / "metrics.json", "wsss.train_segmentation", [
+                *data, "segmentation=lite0", *targets, "train_split=fit",
+                "eval_split=heldout", "score_train=true", f"cache_dir={out / 'cache'}",
+                *segment_overrides, f"hydra.run.dir={folder}",
+            ])  # fmt: skip
+        metrics = json.loads((folder / "metrics.json").read_text())
+        segmentation[name] = metrics["eval"]["miou"]
+        segmentation[f"{name}_on_fit"] = metrics["train"]["miou"]
+    evaluation = out / "evaluate_preset_fit"
+    stage("evaluate_preset_fit", out, evaluation / "metrics.json", "wsss.evaluate", [
+        *data, "split=fit", f"predictions={out / 'masks_preset'}",
+        f"hydra.run.dir={evaluation}",
+    ])  # fmt: skip
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    segmentation["preset_masks_on_fit"] = metrics["masks_on_disk"]["miou"]
+    return segmentation
+
+
+def main() -> None:
+    args = arguments()
+    root, out = args.root.resolve(), args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    lists = write_lists(root, out, args.limit, folder=args.folder)
+    data = dataset_overrides(root, lists)
+    parts = ("all",) if args.folder else PARTS
+    validation = "null" if args.folder else "heldout"
+    preset = [f"preset={args.preset}", "train_split=fit", f"val_split={validation}", "split=all",
+              "export.save_cams=true", f"cache_dir={out / 'cache'}"]  # fmt: skip
+    preset += [f"train.epochs={args.epochs}"] * bool(args.epochs) + args.generate
+    config = compose_config("generate_masks", [*data, *preset])
+    result_name = "bench_voc_folder" if args.folder else "bench_voc"
+    runs, levers = mask_runs(args)
+    timing, results, same_as = run_masks(
+        runs, levers, out, data, preset, parts, result_name, args.json
+    )
+    segmentation = segmentation_loop(out, data, args.segment, timing) if args.segmentation else {}
 
     summary = json.loads((out / "masks_preset" / "summary.json").read_text())
     checkpoint = Path(summary["checkpoint"])
@@ -379,7 +400,10 @@ def main() -> None:
             name.removeprefix("lever_"): {
                 "overrides": extra,
                 **results[name, "tune"],
-                "seconds_per_photo": timing[name]["seconds"] / counts["tune"],
+                # a lever that is an earlier full row labelled more photos than the tune ones
+                "seconds_per_photo": timing[name]["seconds"] / counts["tune"]
+                if same_as.get(name, "lever_").startswith("lever_")
+                else None,
             }
             for name, extra in levers.items()
         },
@@ -397,6 +421,10 @@ def main() -> None:
     print_tables(figures, [name for name in runs if name not in levers])
     path = save_result(result_name, figures, args.json)
     print(f"\nfigures: {path}")
+
+
+def seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def print_tables(f: dict, runs) -> None:
@@ -444,7 +472,7 @@ def print_tables(f: dict, runs) -> None:
                     if r["best_threshold_miou"] is not None else "-")  # fmt: skip
             print(f"| {name} | `{' '.join(r['overrides'])}` | {r['miou']:.4f} | {best} | "
                   f"{r['foreground_precision']:.3f} | {r['foreground_recall']:.3f} | "
-                  f"{r['seconds_per_photo']:.2f} |")  # fmt: skip
+                  f"{seconds(r['seconds_per_photo'])} |")  # fmt: skip
     seg = f["segmentation_miou"]
     for name in ("preset", "ground_truth"):
         if name in seg:
