@@ -276,9 +276,10 @@ def summary_table(rows: list[tuple[str, str]]) -> str:
 
 def write_summary(folder: RunFolder, result: RunResult, summary: dict) -> None:
     """Write ``summary.json`` and, when the run estimated quality, ``report.html`` (with the
-    summary's rows atop it); keep the summary in ``result``."""
+    summary's rows atop it); keep the summary written (``summary`` and the page's path) in
+    ``result``."""
     if result.review:
-        summary["review_page"] = str(folder.report)
+        summary = {**summary, "review_page": str(folder.report)}
         plot = folder.sweep_plot.name if folder.sweep_plot.is_file() else None
         write_report(folder.root, result.review, summary_rows(summary), plot)
         result.outputs["report"] = str(folder.report)
