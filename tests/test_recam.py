@@ -131,3 +131,15 @@ def test_generate_masks_fine_tunes_recam_once_and_reuses_it(tmp_path):
     a = sorted((tmp_path / "a" / "masks").glob("*.png"))
     b = sorted((tmp_path / "b" / "masks").glob("*.png"))
     assert a and [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
+
+
+def test_a_recam_checkpoint_rewritten_in_place_keys_new_maps(tmp_path):
+    """The maps cache names ReCAM's maps by the checkpoint's bytes, not its path."""
+    from wsss.masks.maps_cache import maps_key
+
+    model = _model()
+    path = _recam_checkpoint(tmp_path / "recam.pt", model, torch.ones(4, 8))
+    first = maps_key("weights", ReCam(checkpoint=path), False)
+    assert maps_key("weights", ReCam(checkpoint=path), False) == first
+    _recam_checkpoint(tmp_path / "recam.pt", model, 2 * torch.ones(4, 8))
+    assert maps_key("weights", ReCam(checkpoint=path), False) != first

@@ -65,8 +65,9 @@ def maps_key(weights: str, cam, amp: bool, refiner=None) -> str:
         if refined.get("checkpoint"):
             refined["checkpoint"] = file_digest(refined["checkpoint"])
     cam = asdict(cam)
-    if cam.get("prototypes"):
-        cam["prototypes"] = file_digest(cam["prototypes"])
+    for path in ("prototypes", "checkpoint"):  # LPCAM's prototypes, ReCAM's weights
+        if cam.get(path):
+            cam[path] = file_digest(cam[path])
     parts = [weights, cam, amp] + ([refined] if refined else [])
     # not wsss.io.json_digest: its sorted keys would rename every maps cache users already hold
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
