@@ -112,7 +112,8 @@ def recam_for(
         "split": split, "train": asdict(recipe), "loss_weight": cam.fit.loss_weight,
         "seed": seed,
     }  # fmt: skip
-    path = Path(cache_dir) / "recam" / json_digest(parts) / "checkpoint.pt"
+    key = json_digest(parts)
+    path = Path(cache_dir) / "recam" / key / "checkpoint.pt"
     if path.is_file():
         log.info("reusing the ReCAM classifier %s", path)
         return path
@@ -126,7 +127,7 @@ def recam_for(
     path.parent.mkdir(parents=True, exist_ok=True)
     metrics = train_classifier(
         model, photos, None, recipe, device, bad, amp=amp, num_workers=num_workers, seed=seed,
-        state_path=path.parent / "training_state.pt", state_key=json_digest(parts),
+        state_path=path.parent / "training_state.pt", state_key=key,
         objective=objective,
     )  # fmt: skip
     if distributed.is_main():
