@@ -248,6 +248,14 @@ def arguments() -> argparse.Namespace:
         help="a change to try on the tune photos only (labelled and scored there, timed per"
         " photo), e.g. 'superpixels=refine=superpixels'; a lever that wins becomes a --row",
     )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only these mask runs (seed, walk, a --row's name...; the preset always runs), e.g."
+        " the segmentation loop alone: --only preset --segmentation",
+    )
     parser.add_argument("--timing-images", type=int, default=8)
     parser.add_argument("--json", type=Path, default=None, help="(default: results/)")
     args = parser.parse_args()
@@ -279,6 +287,13 @@ def mask_runs(args) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
         name, _, overrides = lever.partition("=")
         levers[f"lever_{name}"] = overrides.split()
         runs[f"lever_{name}"] = [*overrides.split(), "split=tune"]
+    if args.only:
+        unknown = [n for n in args.only if n not in runs and f"lever_{n}" not in runs]
+        if unknown:
+            raise SystemExit(f"--only {', '.join(unknown)}: no such mask run ({', '.join(runs)})")
+        kept = {"preset", *args.only, *(f"lever_{n}" for n in args.only)}
+        runs = {name: extra for name, extra in runs.items() if name in kept}
+        levers = {name: extra for name, extra in levers.items() if name in kept}
     return runs, levers
 
 

@@ -237,6 +237,15 @@ def test_bench_voc(voc_root, tmp_path):
     assert not (bench / "masks_cam_crf").exists()
     assert list((bench / "cache" / "affinity").glob("*/affinity.pt")), "the walk's network"
     assert list((bench / "cache" / "prototypes").glob("*/prototypes.pt")), "the preset's LPCAM"
+    # --only: a rerun of some rows reuses their finished stages and reports those rows alone
+    again = script(
+        "bench_voc.py", "--root", str(voc_root), "--out", str(bench), "--limit", "24",
+        *[a for o in tiny for a in ("--generate", o)], "--timing-images", "2", "--only", "seed",
+        "--json", str(tmp_path / "only.json"), cwd=tmp_path, cache=tmp_path / "cache",
+    )  # fmt: skip
+    only = json.loads((tmp_path / "only.json").read_text())["figures"]
+    assert set(only["rows"]) == {f"{n}/{p}" for n in ("preset", "seed") for p in ("report", "tune")}
+    assert only["rows"]["seed/tune"] == figures["rows"]["seed/tune"] and "| walk |" not in again
 
 
 @pytest.fixture(scope="module")
