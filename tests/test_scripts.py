@@ -653,3 +653,71 @@ def test_check_readme_refuses_a_hand_edited_figure_and_a_drifted_demo(tmp_path):
                            *args], capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 1 and "miou: the README says 0.6, the demo gave 0.6500" in proc.stdout
     assert "classifier_val_map" not in proc.stdout
+
+
+def test_diagnose_recam(voc_root, tmp_path):
+    """Each head's figures come out, and the CAM row is CAM's maps (wsss's own
+    class_activation_maps, upsampled and normalised here) swept on the tune photos' truth."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from commands import run
+    from wsss.cams.engines import class_activation_maps
+    from wsss.cli.config import compose_config
+    from wsss.data import load_image
+    from wsss.metrics.segmentation import ThresholdSweep
+    from wsss.models import load_checkpoint
+
+    sys.path.insert(0, str(SCRIPTS))
+    from bench_voc import dataset_overrides, write_lists
+
+    lists = write_lists(voc_root, tmp_path, 24)
+    data = dataset_overrides(voc_root, lists)
+    run("wsss.train", *data, "train_split=fit", "val_split=null", "model=smallcnn",
+        "model.backbone_kwargs.width=8", "train.epochs=1", "train.batch_size=8",
+        "train.crop_size=48", f"hydra.run.dir={tmp_path / 'train'}", cwd=tmp_path,
+        cache=tmp_path / "cache")  # fmt: skip
+    checkpoint = tmp_path / "train" / "checkpoint.pt"
+    out = script("diagnose_recam.py", "--checkpoint", str(checkpoint), "--lists",
+                 str(tmp_path / "lists"), "--root", str(voc_root), "--json",
+                 str(tmp_path / "d.json"), cwd=tmp_path, cache=tmp_path / "cache")  # fmt: skip
+    figures = json.loads((tmp_path / "d.json").read_text())["figures"]
+    assert set(figures["maps"]) == {"cam", "adamw", "sgd", "sgd_x10"}
+    assert set(figures["heads"]) == {"adamw", "sgd", "sgd_x10"}
+    assert figures["steps"] == 4 * (figures["fit_photos"] // 16)
+    for head in figures["heads"].values():
+        assert 0 <= head["accuracy"] <= 1 and 0 <= head["both_negative_share"] <= 1
+    model = load_checkpoint(checkpoint).model.eval()
+    tune = compose_config("generate_masks", data).dataset.load("tune")
+    sweep = ThresholdSweep(len(tune.class_names) + 1)
+    for sample in tune.samples:
+        image = load_image(sample.image_path)
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+        maps = class_activation_maps(model, x, [list(sample.labels)])[0]
+        maps = F.interpolate(maps[None], size=image.shape[:2], mode="bilinear")[0]
+        maps = maps / (maps.amax(dim=(1, 2), keepdim=True) + 1e-5)
+        sweep.update(maps.numpy(), list(sample.labels), tune.ground_truth(sample))
+    assert figures["maps"]["cam"]["best_miou"] == pytest.approx(round(sweep.best[1], 4))
+    assert f"cam: tune mIoU swept on GT {sweep.best[1]:.4f}" in out
+    assert np.isfinite(figures["heads"]["adamw"]["norm"])
+
+
+def test_diagnose_recam_heads_learn_and_the_sign_share_is_counted():
+    import torch
+
+    sys.path.insert(0, str(SCRIPTS))
+    from diagnose_recam import negative_share, train_head
+
+    torch.manual_seed(0)
+    classes = torch.arange(3).repeat(40)  # three classes, one pair per photo, separable
+    pairs = torch.rand(120, 6) * 0.1
+    pairs[torch.arange(120), classes] += 1.0
+    photos = torch.arange(120)
+    for name in ("adamw", "sgd_x10"):
+        u, accuracy = train_head(pairs, classes, photos, 3, name, 200, 3e-2, 0.0)
+        assert accuracy == 1.0 and u.shape == (3, 6), name
+    u = torch.tensor([[1.0, -2.0, -1.0, 0.5]])
+    w = torch.tensor([[2.0, -1.0, 1.0, -0.5]])
+    # positive products 2 and 2 (the second from two negatives); -1 and -0.25 are not mass
+    assert negative_share(u * w, u, w) == pytest.approx(0.5)

@@ -73,17 +73,31 @@ class ReCamLoss(nn.Module):
 
     def class_loss(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The cross-entropy term: (B, C, h, w) features, (B, K) multi-hot targets."""
-        weights = self.classifier.cam_weights.float()
-        maps = torch.relu(torch.einsum("kc,bchw->bkhw", weights, features))
-        maps = maps / (maps.amax(dim=(2, 3), keepdim=True) + 1e-5)
-        pooled = torch.einsum("bkhw,bchw->bkc", maps, features) / features[0, 0].numel()
+        pooled = class_features(features, self.classifier.cam_weights.float())
         image, present = (targets > 0.5).nonzero(as_tuple=True)
         if not len(image):
             return features.sum() * 0.0
-        each = F.cross_entropy(self.head(pooled[image, present]), present, reduction="none")
-        per_image = torch.zeros(len(targets), device=each.device).index_add_(0, image, each)
-        counts = torch.bincount(image, minlength=len(targets)).clamp(min=1)
-        return (per_image / counts).sum() / len(targets)
+        return photo_cross_entropy(self.head(pooled[image, present]), present, image, len(targets))
+
+
+def class_features(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """(B, K, C): each class's CAM-weighted feature of each photo, the mean over the pixels of
+    the features times the class's map (ReLU, normalised to a maximum of 1) under ``weights``
+    (K, C)."""
+    maps = torch.relu(torch.einsum("kc,bchw->bkhw", weights, features))
+    maps = maps / (maps.amax(dim=(2, 3), keepdim=True) + 1e-5)
+    return torch.einsum("bkhw,bchw->bkc", maps, features) / features[0, 0].numel()
+
+
+def photo_cross_entropy(
+    logits: torch.Tensor, classes: torch.Tensor, photo: torch.Tensor, photos: int
+) -> torch.Tensor:
+    """ReCAM's averaging of the cross-entropy of each (photo, present class) pair's ``logits``
+    against its class: the mean over each photo's pairs, summed over photos, over ``photos``."""
+    each = F.cross_entropy(logits, classes, reduction="none")
+    per_photo = torch.zeros(photos, device=each.device).index_add_(0, photo, each)
+    counts = torch.bincount(photo, minlength=photos).clamp(min=1)
+    return (per_photo / counts).sum() / photos
 
 
 def recam_for(
