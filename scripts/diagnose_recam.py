@@ -10,17 +10,17 @@ maps each head gives on the ``tune`` photos (the product of the two heads' weigh
 maps; CAM's own weights for comparison), one scale, the background threshold swept on the ground
 truth (an upper bound, as the papers report CAMs).
 
-- ``adamw``: AdamW at ``cam.fit``'s head rate with the run's weight decay and cosine schedule
-  (what ``cam=recam`` does);
+- ``adamw``: AdamW at 3e-4 with the run's weight decay and cosine schedule (what ``cam=recam``
+  first did);
 - ``sgd``: SGD with momentum 0.9 at ReCAM's 0.0005, weight decay 1e-4, poly schedule (ReCAM's
-  ``train_recam.py``); ``sgd_x10``: the same at ten times the rate.
+  ``train_recam.py``); ``sgd_x10``: the same at ten times the rate (``cam.fit``'s default now).
 
 It also prints each head's accuracy on its training pairs and the share of the product weights'
 positive mass that comes from channels where both heads' weights are negative (a map that fires
 wherever *other* classes' channels do).
 
-    python scripts/diagnose_recam.py --checkpoint <bench_voc out>/cache/classifiers/<key>/checkpoint.pt \\
-        --lists <bench_voc out>/lists
+    python scripts/diagnose_recam.py --lists <bench_voc out>/lists \\
+        --checkpoint <bench_voc out>/cache/classifiers/<key>/checkpoint.pt
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from _results import save_result  # scripts/, beside this file
@@ -45,7 +44,7 @@ from wsss.metrics.segmentation import ThresholdSweep
 from wsss.models import load_checkpoint
 
 HEADS = {  # name: (optimiser, learning rate, weight decay or None for the run's, schedule)
-    "adamw": ("adamw", None, None, "cosine"),
+    "adamw": ("adamw", 3e-4, None, "cosine"),
     "sgd": ("sgd", 5e-4, 1e-4, "poly"),
     "sgd_x10": ("sgd", 5e-3, 1e-4, "poly"),
 }
@@ -68,9 +67,10 @@ def pooled_pairs(model, split, side: int):
     return torch.cat(features), torch.tensor(classes), torch.tensor(photos)
 
 
-def train_head(pairs, classes, photos, num_classes, name, steps, head_lr, weight_decay, seed=0):
-    """The second head, trained on the pooled pairs in batches of 16 photos."""
-    optimiser, lr, decay, schedule = HEADS[name]
+def train_head(pairs, classes, photos, num_classes, name, steps, weight_decay, seed=0, lr=None):
+    """The second head, trained on the pooled pairs in batches of 16 photos (``lr``: in place of
+    the head's own)."""
+    optimiser, head_lr, decay, schedule = HEADS[name]
     lr, decay = lr or head_lr, weight_decay if decay is None else decay
     torch.manual_seed(seed)
     head = torch.nn.Linear(pairs.shape[1], num_classes, bias=False)
@@ -83,7 +83,10 @@ def train_head(pairs, classes, photos, num_classes, name, steps, head_lr, weight
     order = torch.randperm(n_photos, generator=generator)
     for step in range(steps):
         progress = step / steps
-        factor = (1 - progress) ** 0.9 if schedule == "poly" else 0.5 * (1 + math.cos(math.pi * progress))
+        if schedule == "poly":
+            factor = (1 - progress) ** 0.9
+        else:
+            factor = 0.5 * (1 + math.cos(math.pi * progress))
         for group in opt.param_groups:
             group["lr"] = lr * factor
         start = (step * 16) % n_photos
@@ -93,7 +96,8 @@ def train_head(pairs, classes, photos, num_classes, name, steps, head_lr, weight
         keep = torch.isin(photos, batch)
         remap = torch.full((n_photos,), -1, dtype=torch.long)
         remap[batch] = torch.arange(len(batch))
-        loss = photo_cross_entropy(head(pairs[keep]), classes[keep], remap[photos[keep]], len(batch))
+        logits = head(pairs[keep])
+        loss = photo_cross_entropy(logits, classes[keep], remap[photos[keep]], len(batch))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -147,21 +151,24 @@ def main() -> None:
         tune = replace(tune, samples=tune.samples[: args.limit])
     pairs, classes, photos = pooled_pairs(model, fit, args.fit_side)
     steps = config.cam.fit.epochs * (len(fit) // 16)
-    head_lr = config.cam.fit.lr * config.cam.fit.head_lr_mult
     w = model.cam_weights.detach().float()
     weights, heads = {"cam": w}, {}
     for name in HEADS:
-        u, accuracy = train_head(pairs, classes, photos, model.num_classes, name, steps, head_lr,
+        u, accuracy = train_head(pairs, classes, photos, model.num_classes, name, steps,
                                  config.train.weight_decay)  # fmt: skip
         weights[name] = u * w
         heads[name] = {"accuracy": round(accuracy, 4), "norm": round(float(u.norm()), 4),
                        "both_negative_share": round(negative_share(u * w, u, w), 4)}  # fmt: skip
-        print(f"{name}: accuracy {accuracy:.3f} on the fit pairs, |u| {u.norm():.3f}, positive "
-              f"mass from both-negative channels {heads[name]['both_negative_share']:.3f}")
+        print(
+            f"{name}: accuracy {accuracy:.3f} on the fit pairs, |u| {u.norm():.3f}, positive "
+            f"mass from both-negative channels {heads[name]['both_negative_share']:.3f}"
+        )
     scores = score_maps(model, tune, weights, config.cam.max_side)
     for name, summary in scores.items():
-        print(f"{name}: tune mIoU swept on GT {summary['best_miou']:.4f} at "
-              f"{summary['best_threshold']:.2f}")
+        print(
+            f"{name}: tune mIoU swept on GT {summary['best_miou']:.4f} at "
+            f"{summary['best_threshold']:.2f}"
+        )
     figures = {"fit_photos": len(fit), "tune_photos": len(tune), "steps": steps,
                "heads": heads, "maps": scores}  # fmt: skip
     print(f"figures: {save_result('diagnose_recam', figures, args.json)}")

@@ -4,6 +4,8 @@ train_classifier, and cam=recam through generate_masks (fine-tuned once, then re
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -143,3 +145,35 @@ def test_a_recam_checkpoint_rewritten_in_place_keys_new_maps(tmp_path):
     assert maps_key("weights", ReCam(checkpoint=path), False) == first
     _recam_checkpoint(tmp_path / "recam.pt", model, 2 * torch.ones(4, 8))
     assert maps_key("weights", ReCam(checkpoint=path), False) != first
+
+
+def test_recam_fine_tunes_with_recams_optimiser(tmp_path, monkeypatch):
+    """ReCAM's SGD with momentum, poly schedule and weight decay, at cam.fit's rates and epochs,
+    over the run's other training settings (batch, crops); AdamW only when asked for."""
+    from wsss.data.synthetic import SyntheticDataset
+    from wsss.engine import recam_stage
+    from wsss.engine.training import TrainSettings
+    from wsss.models import LoadedClassifier
+
+    seen = {}
+
+    def capture(model, photos, val, recipe, *args, **kwargs):
+        seen["recipe"] = recipe
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(recam_stage, "train_classifier", capture)
+    classifier = LoadedClassifier(_model(), SPEC, tuple("abcd"), {})
+    dataset = SyntheticDataset(num_train=4, num_eval=1, image_size=32)
+    run = TrainSettings(optimizer="adamw", lr=3e-4, schedule="cosine", batch_size=5, epochs=10)
+    with pytest.raises(RuntimeError, match="stop here"):
+        recam_stage.recam_for(classifier, dataset, "train", ReCam(), run, tmp_path)
+    recipe = seen["recipe"]
+    assert (recipe.optimizer, recipe.schedule, recipe.momentum) == ("sgd", "poly", 0.9)
+    assert (recipe.lr, recipe.head_lr_mult, recipe.epochs) == (5e-4, 10.0, 4)
+    assert (recipe.weight_decay, recipe.warmup_epochs, recipe.batch_size) == (1e-4, 0.0, 5)
+    adamw = ReCam(fit=replace(ReCam().fit, optimizer="adamw"))
+    with pytest.raises(RuntimeError, match="stop here"):
+        recam_stage.recam_for(classifier, dataset, "train", adamw, run, tmp_path)
+    assert seen["recipe"].optimizer == "adamw"
+    with pytest.raises(ConfigError, match="cam.fit.optimizer"):
+        ReCam(fit=replace(ReCam().fit, optimizer="adam")).validate()

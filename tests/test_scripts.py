@@ -661,8 +661,8 @@ def test_diagnose_recam(voc_root, tmp_path):
     import numpy as np
     import torch
     import torch.nn.functional as F
-
     from commands import run
+
     from wsss.cams.engines import class_activation_maps
     from wsss.cli.config import compose_config
     from wsss.data import load_image
@@ -715,7 +715,7 @@ def test_diagnose_recam_heads_learn_and_the_sign_share_is_counted():
     pairs[torch.arange(120), classes] += 1.0
     photos = torch.arange(120)
     for name in ("adamw", "sgd_x10"):
-        u, accuracy = train_head(pairs, classes, photos, 3, name, 200, 3e-2, 0.0)
+        u, accuracy = train_head(pairs, classes, photos, 3, name, 200, 0.0, lr=3e-2)
         assert accuracy == 1.0 and u.shape == (3, 6), name
     u = torch.tensor([[1.0, -2.0, -1.0, 0.5]])
     w = torch.tensor([[2.0, -1.0, 1.0, -0.5]])

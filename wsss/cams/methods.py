@@ -192,19 +192,31 @@ class PrototypeCam(ClassifierCam):
 @dataclass
 class ReCamFitSettings:
     """How ``generate_masks`` fine-tunes the classifier for ReCAM (the run's ``train`` recipe
-    otherwise). ReCAM: 4 epochs, the new head at 10x the backbone's rate, loss weight 1."""
+    otherwise): ReCAM's optimiser, SGD with momentum 0.9, weight decay 1e-4 and the poly
+    schedule, the new head at 10x the backbone's rate, loss weight 1, 4 epochs. The rate is ten
+    times ReCAM's 5e-4 for the head: ReCAM's 4 epochs of SBD are about 2,600 steps, 4 epochs of
+    a few hundred to a thousand photos are a tenth of that (``scripts/diagnose_recam.py``). Not
+    AdamW: its steps do not shrink with the gradient, so the backbone drifts and the maps flatten
+    (README, CAM methods)."""
 
     epochs: int = 4
     #: the backbone's and the first head's learning rate (the new head's: ``head_lr_mult`` x)
-    lr: float = 3e-5
+    lr: float = 5e-4
     head_lr_mult: float = 10.0
     loss_weight: float = 1.0
+    optimizer: str = "sgd"
+    weight_decay: float = 1e-4
 
     def validate(self) -> None:
         if self.epochs < 1 or self.lr <= 0 or self.head_lr_mult <= 0 or self.loss_weight < 0:
             raise ConfigError(
                 "cam.fit: epochs >= 1, lr > 0, head_lr_mult > 0 and loss_weight >= 0, got "
                 f"{self.epochs}, {self.lr}, {self.head_lr_mult}, {self.loss_weight}"
+            )
+        if self.optimizer not in ("sgd", "adamw") or self.weight_decay < 0:
+            raise ConfigError(
+                "cam.fit.optimizer must be 'sgd' or 'adamw' and weight_decay >= 0, got "
+                f"{self.optimizer!r}, {self.weight_decay}"
             )
 
 

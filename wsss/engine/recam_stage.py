@@ -9,9 +9,9 @@ ReCAM's loss adds to the multi-label soft margin a softmax cross-entropy over ea
 class's CAM-weighted feature (the features pooled under the class's own map, normalised to a
 maximum of 1), from a second bias-free linear head: the classes of one photo compete for its
 pixels, which re-activates the parts a sigmoid loss leaves out and keeps one class's map off
-another's object. ReCAM continues from the trained classifier for a few epochs, the backbone and
-the first head at a tenth of the new head's learning rate; its map of class c is the CAM with
-the element-wise product of the two heads' weights of c.
+another's object. ReCAM continues from the trained classifier for a few epochs with SGD, the
+backbone and the first head at a tenth of the new head's learning rate; its map of class c is the
+CAM with the element-wise product of the two heads' weights of c.
 
 The key is a digest of the classifier's weights, the dataset and split, the recipe and the
 seed, so a rerun reuses the file and a change anywhere upstream makes a new one.
@@ -119,7 +119,8 @@ def recam_for(
     cached (resumable after an interrupted epoch)."""
     recipe = replace(
         train, epochs=cam.fit.epochs, lr=cam.fit.lr, head_lr_mult=cam.fit.head_lr_mult,
-        warmup_epochs=0.0,
+        optimizer=cam.fit.optimizer, weight_decay=cam.fit.weight_decay, momentum=0.9,
+        schedule="poly", warmup_epochs=0.0,
     )  # fmt: skip
     parts = {
         "classifier": weights_digest(classifier.model), "dataset": asdict(dataset),
