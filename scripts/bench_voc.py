@@ -330,11 +330,12 @@ def run_masks(runs, levers, out: Path, data, preset, parts, result_name, json_pa
     return timing, results, same_as
 
 
-def segmentation_loop(out: Path, data, segment_overrides, timing) -> dict:
+def segmentation_loop(out: Path, data, segment_overrides, timing) -> tuple[dict, dict]:
     """4. Closing the loop: a segmentation model on the fit photos' preset masks against the
     same model on their ground truth, both scored on the held-out photos; and the masks it
-    learnt from, scored on the same fit photos."""
-    segmentation = {}
+    learnt from, scored on the same fit photos. Returns the mIoUs, and each model's foreground
+    and per-class scores on the held-out photos."""
+    segmentation, heldout = {}, {}
     for name, targets in (("preset", [f"pseudo_masks={out / 'masks_preset'}"]),
                           ("ground_truth", ["targets=ground_truth"])):  # fmt: skip
         folder = out / f"segmentation_{name}"
@@ -347,6 +348,7 @@ def segmentation_loop(out: Path, data, segment_overrides, timing) -> dict:
         metrics = json.loads((folder / "metrics.json").read_text())
         segmentation[name] = metrics["eval"]["miou"]
         segmentation[f"{name}_on_fit"] = metrics["train"]["miou"]
+        heldout[name] = {key: metrics["eval"][key] for key in ("foreground", "per_class")}
     evaluation = out / "evaluate_preset_fit"
     stage("evaluate_preset_fit", out, evaluation / "metrics.json", "wsss.evaluate", [
         *data, "split=fit", f"predictions={out / 'masks_preset'}",
@@ -354,7 +356,7 @@ def segmentation_loop(out: Path, data, segment_overrides, timing) -> dict:
     ])  # fmt: skip
     metrics = json.loads((evaluation / "metrics.json").read_text())
     segmentation["preset_masks_on_fit"] = metrics["masks_on_disk"]["miou"]
-    return segmentation
+    return segmentation, heldout
 
 
 def main() -> None:
@@ -374,7 +376,9 @@ def main() -> None:
     timing, results, same_as = run_masks(
         runs, levers, out, data, preset, parts, result_name, args.json
     )
-    segmentation = segmentation_loop(out, data, args.segment, timing) if args.segmentation else {}
+    segmentation, heldout = (
+        segmentation_loop(out, data, args.segment, timing) if args.segmentation else ({}, {})
+    )
 
     summary = json.loads((out / "masks_preset" / "summary.json").read_text())
     checkpoint = Path(summary["checkpoint"])
@@ -423,6 +427,7 @@ def main() -> None:
             for name, extra in levers.items()
         },
         "segmentation_miou": segmentation,
+        "segmentation_heldout": heldout,
         # every stage of this command (mask runs, evaluations, segmentation models, each timed
         # when it ran), and the classifier's training where no mask run included it
         "record_seconds": round(
@@ -494,6 +499,12 @@ def print_tables(f: dict, runs) -> None:
             on_fit = seg[f"{name}_on_fit"]
             print(f"segmentation trained on {name} masks: mIoU {seg[name]:.4f} on the held-out "
                   f"photos, {on_fit:.4f} on the fit photos it learnt from")  # fmt: skip
+    if "preset" in f["segmentation_heldout"]:
+        scores = f["segmentation_heldout"]["preset"]["per_class"]
+        least = sorted((s["precision"], name) for name, s in scores.items() if name != "background")
+        print("least precise classes of the model on the preset's masks (held-out precision, "
+              "recall): " + ", ".join(f"{name} {p:.3f} ({scores[name]['recall']:.3f})"
+                                      for p, name in least[:5]))  # fmt: skip
     if "preset_masks_on_fit" in seg:
         print(f"the preset's masks of the fit photos: mIoU {seg['preset_masks_on_fit']:.4f}")
     if "segmentation_ratio" in f:

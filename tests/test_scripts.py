@@ -185,6 +185,7 @@ def test_bench_voc(voc_root, tmp_path):
         assert out.count(row) == 2, row  # report and tune
     assert "report photos (16):" in out and "tune photos (8):" in out
     assert "held-out mAP" in out and "ratio pseudo-masks / ground truth" in out
+    assert "least precise classes of the model on the preset's masks" in out
     saved = json.loads((tmp_path / "bench_voc.json").read_text())
     figures = saved["figures"]
     assert saved["benchmark"] == "bench_voc" and "bench_voc.py" in saved["command"]
@@ -219,6 +220,9 @@ def test_bench_voc(voc_root, tmp_path):
         metrics = json.loads(
             (tmp_path / "bench" / f"segmentation_{name}" / "metrics.json").read_text()
         )
+        heldout = figures["segmentation_heldout"][name]
+        assert heldout["per_class"] == metrics["eval"]["per_class"]
+        assert heldout["foreground"] == metrics["eval"]["foreground"]
         assert (seg[name], seg[f"{name}_on_fit"]) == (
             metrics["eval"]["miou"],
             metrics["train"]["miou"],
