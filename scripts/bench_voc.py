@@ -501,7 +501,8 @@ def print_tables(f: dict, runs) -> None:
                   f"photos, {on_fit:.4f} on the fit photos it learnt from")  # fmt: skip
     if "preset" in f["segmentation_heldout"]:
         scores = f["segmentation_heldout"]["preset"]["per_class"]
-        least = sorted((s["precision"], name) for name, s in scores.items() if name != "background")
+        least = sorted((s["precision"], name) for name, s in scores.items()
+                       if name != "background" and s["precision"] is not None)  # fmt: skip
         print("least precise classes of the model on the preset's masks (held-out precision, "
               "recall): " + ", ".join(f"{name} {p:.3f} ({scores[name]['recall']:.3f})"
                                       for p, name in least[:5]))  # fmt: skip

@@ -659,6 +659,7 @@ def test_check_readme_refuses_a_hand_edited_figure_and_a_drifted_demo(tmp_path):
     assert "classifier_val_map" not in proc.stdout
 
 
+@pytest.mark.slow  # a classifier trained and every fit photo pooled: about a minute
 def test_diagnose_recam(voc_root, tmp_path):
     """Each head's figures come out, and the CAM row is CAM's maps (wsss's own
     class_activation_maps, upsampled and normalised here) swept on the tune photos' truth."""
