@@ -726,3 +726,18 @@ def test_diagnose_recam_heads_learn_and_the_sign_share_is_counted():
     w = torch.tensor([[2.0, -1.0, 1.0, -0.5]])
     # positive products 2 and 2 (the second from two negatives); -1 and -0.25 are not mass
     assert negative_share(u * w, u, w) == pytest.approx(0.5)
+
+
+def test_bench_voc_only_keeps_the_named_runs_and_the_preset():
+    from argparse import Namespace
+
+    sys.path.insert(0, str(SCRIPTS))
+    from bench_voc import mask_runs
+
+    args = Namespace(par=False, row=["mine=crf=none"], lever=["sp=refine=superpixels"],
+                     only=["seed", "sp"])  # fmt: skip
+    runs, levers = mask_runs(args)
+    assert list(runs) == ["preset", "seed", "lever_sp"] and list(levers) == ["lever_sp"]
+    assert runs["lever_sp"] == ["refine=superpixels", "split=tune"]
+    with pytest.raises(SystemExit, match="--only nope: no such mask run"):
+        mask_runs(Namespace(par=False, row=[], lever=[], only=["nope"]))
