@@ -26,7 +26,6 @@ wherever *other* classes' channels do).
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from tqdm import tqdm
 from wsss.cli.config import compose_config
 from wsss.data import load_image
 from wsss.engine.recam_stage import class_features, photo_cross_entropy
+from wsss.engine.training import TrainSettings, lr_factor
 from wsss.masks.predictor import at_working_size
 from wsss.metrics.segmentation import ThresholdSweep
 from wsss.models import load_checkpoint
@@ -81,14 +81,10 @@ def train_head(pairs, classes, photos, num_classes, name, steps, weight_decay, s
     n_photos = int(photos.max()) + 1
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(n_photos, generator=generator)
+    recipe = TrainSettings(schedule=schedule, poly_power=0.9)
     for step in range(steps):
-        progress = step / steps
-        if schedule == "poly":
-            factor = (1 - progress) ** 0.9
-        else:
-            factor = 0.5 * (1 + math.cos(math.pi * progress))
         for group in opt.param_groups:
-            group["lr"] = lr * factor
+            group["lr"] = lr * lr_factor(recipe, step, steps, warmup=0)
         start = (step * 16) % n_photos
         if start < 16 and step:
             order = torch.randperm(n_photos, generator=generator)

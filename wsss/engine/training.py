@@ -130,7 +130,7 @@ def make_optimizer(model: nn.Module, s) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=s.lr, weight_decay=s.weight_decay)
 
 
-def _lr_factor(s: TrainSettings, step: int, total: int, warmup: int) -> float:
+def lr_factor(s: TrainSettings, step: int, total: int, warmup: int) -> float:
     """The learning rate's multiplier at ``step`` of ``total``: linear warm-up over ``warmup``
     steps, then the schedule over the rest."""
     if step < warmup:
@@ -387,7 +387,7 @@ class _Steps:
         self.warmup = round(settings.warmup_epochs * per_epoch)
 
     def next_learning_rate(self) -> None:
-        factor = _lr_factor(self.settings, self.step, self.total, self.warmup)
+        factor = lr_factor(self.settings, self.step, self.total, self.warmup)
         for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             group["lr"] = base * factor
         self.step += 1
