@@ -345,3 +345,20 @@ def test_ctrl_c_during_training_says_how_to_resume_without_a_traceback(tmp_path)
                 cache=cache)  # fmt: skip
     assert f"resuming training after epoch {saved} of 40" in again.stdout + again.stderr
     assert not (out / "training_state.pt").exists() and (out / "checkpoint.pt").is_file()
+
+
+def test_a_command_leaves_the_process_group_even_when_it_fails(tmp_path, monkeypatch):
+    """A process that exits with gloo's group still up aborts now and then at interpreter
+    teardown; every command destroys the group on its way out, an error included."""
+    import torch.distributed as dist
+
+    from wsss.cli.train import main
+
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["wsss.train", "train.epochs=0", "hydra.run.dir=run"])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2
+    assert not dist.is_initialized()

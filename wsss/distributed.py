@@ -37,6 +37,14 @@ def init_from_env(device: torch.device) -> torch.device:
     return device
 
 
+def shutdown() -> None:
+    """Leave the process group (no-op when not in one). Every command calls it on its way out:
+    a process that exits with the group still up lets the interpreter tear down gloo's worker
+    threads, which aborts it now and then ("terminate called without an active exception")."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def rank() -> int:
     return dist.get_rank() if dist.is_initialized() else 0
 

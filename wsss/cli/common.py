@@ -82,6 +82,8 @@ def command(
                     file=sys.stderr,
                 )
                 sys.exit(130)
+            finally:
+                distributed.shutdown()
 
         @functools.wraps(run)
         def entry():
