@@ -5,6 +5,7 @@ resume) work on the same objects (model, optimiser, schedule, sampler) and read 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import random
@@ -225,9 +226,7 @@ def train_classifier(
     settings.validate()
     device = torch.device(device)
     rank, world = distributed.rank(), distributed.world_size()
-    torch.manual_seed(seed)
-    random.seed(seed + rank)  # augmentation differs per rank, the model does not
-    np.random.seed(seed + rank)
+    _seed(seed, rank)
     loader, sampler = _training_loader(train_split, settings, device, num_workers, seed)
     held = model if objective is None else objective  # what a saved state holds
     objective = MultiLabelLoss(model) if objective is None else objective
@@ -239,26 +238,21 @@ def train_classifier(
     saved = _resumed(state_path, state_key, held, optimizer, loader, scaler, settings.epochs)
     steps.step, metrics = saved["step"], saved["metrics"]
     train_seconds, val_seconds = saved["train_seconds"], saved["val_seconds"]
+    validate = functools.partial(_val_map, model, val_split, settings, device, bad, num_workers)
     for epoch in range(saved["epoch"] + 1, settings.epochs + 1):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
         start = time.perf_counter()
-        bar = tqdm(loader, desc=f"train epoch {epoch}/{settings.epochs}", unit="batch",
-                   leave=False, disable=rank > 0)  # fmt: skip
-        loss = _train_epoch(network, bar, steps, scaler, amp, device, bad)
+        batches = _epoch_batches(loader, sampler, epoch, settings.epochs, rank)
+        loss = _train_epoch(network, batches, steps, scaler, amp, device, bad)
         train_seconds += time.perf_counter() - start
         metrics = {"epoch": epoch, "train_loss": loss,
                    "seconds_per_epoch": round(train_seconds / epoch, 2)}  # fmt: skip
         last = epoch == settings.epochs  # its state is the checkpoint the caller saves
         due = val_split is not None and (epoch % settings.val_every == 0 or last)
         if due:
-            start = time.perf_counter()
-            scores, targets = predict_scores(model, val_split, settings, device, bad, num_workers)
-            metrics["val_map"] = average_precision(scores, targets).mean
-            val_seconds += time.perf_counter() - start
+            metrics["val_map"], seconds = validate()
+            val_seconds += seconds
         metrics["validation_seconds"] = round(val_seconds, 2)
-        val = f"  val mAP {metrics['val_map']:.4f}" if due else ""
-        log.info("epoch %d/%d  loss %.4f%s", epoch, settings.epochs, metrics["train_loss"], val)
+        _log_epoch(metrics, settings.epochs)
         if state_path is not None and distributed.is_main() and not last:
             state = {"key": state_key, "epoch": epoch, "metrics": metrics,
                      "train_seconds": train_seconds, "val_seconds": val_seconds}  # fmt: skip
@@ -267,6 +261,43 @@ def train_classifier(
         _share_skips(bad)
     model.eval()
     return metrics
+
+
+def _seed(seed: int, rank: int) -> None:
+    """Seed torch's, Python's and numpy's generators: augmentation differs per rank, the
+    model's initial weights (torch's generator) do not."""
+    torch.manual_seed(seed)
+    random.seed(seed + rank)
+    np.random.seed(seed + rank)
+
+
+def _epoch_batches(loader, sampler, epoch: int, epochs: int, rank: int) -> tqdm:
+    """The loader's batches of ``epoch`` (the distributed sampler's shuffle of that epoch), with
+    a progress bar on rank 0."""
+    if sampler is not None:
+        sampler.set_epoch(epoch)
+    return tqdm(loader, desc=f"train epoch {epoch}/{epochs}", unit="batch", leave=False,
+                disable=rank > 0)  # fmt: skip
+
+
+def _val_map(
+    model: nn.Module,
+    split: LabelledSplit,
+    settings: TrainSettings,
+    device: torch.device | str = "cpu",
+    bad: BadImages | None = None,
+    num_workers: int = 0,
+) -> tuple[float, float]:
+    """The mean average precision of ``model``'s scores on ``split`` (every rank's images), and
+    the seconds it took."""
+    start = time.perf_counter()
+    scores, targets = predict_scores(model, split, settings, device, bad, num_workers)
+    return average_precision(scores, targets).mean, time.perf_counter() - start
+
+
+def _log_epoch(metrics: dict, epochs: int) -> None:
+    val = f"  val mAP {metrics['val_map']:.4f}" if "val_map" in metrics else ""
+    log.info("epoch %d/%d  loss %.4f%s", metrics["epoch"], epochs, metrics["train_loss"], val)
 
 
 def _resumed(state_path, state_key, model, optimizer, loader, scaler, epochs: int) -> dict:
