@@ -22,6 +22,7 @@ only (one forward per channel: 2,048 per image for ResNet-50).
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from pathlib import Path
 
@@ -91,69 +92,38 @@ def scaled_like_reference(maps: list[torch.Tensor], size: tuple[int, int]) -> np
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--classes", type=int, default=2, help="target classes per image")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--score-images", type=int, default=1, help="0 skips Score-CAM")
-    parser.add_argument("--score-batch", type=int, default=16)
-    parser.add_argument("--top-channels", type=int, default=256)
-    parser.add_argument("--no-reference", action="store_true", help="skip pytorch-grad-cam")
-    parser.add_argument("--json", type=Path, default=None, help="(default: results/)")
-    parser.add_argument(
-        "--arch", default="resnet50", help="a torchvision ResNet, or a timm ViT/DeiT by name"
-    )
-    args = parser.parse_args()
+class Table:
+    """The printed rows and the figures written: time per image, the ratio to a plain forward,
+    and pytorch-grad-cam's time and largest difference when it ran."""
 
-    torch.manual_seed(0)
-    model, layer, reshape = build(args.arch)
-    images = torch.rand(args.batch, 3, args.size, args.size)
-    rng = np.random.default_rng(0)
-    targets = [rng.choice(1000, args.classes, replace=False).tolist() for _ in range(args.batch)]
-    reference = not args.no_reference
-    if reference:
-        try:
-            import pytorch_grad_cam  # noqa: F401
-        except ImportError:
-            print("pytorch-grad-cam not installed (pip install grad-cam): wsss timings only")
-            reference = False
+    def __init__(self, reference: bool):
+        self.rows: dict[str, dict] = {}
+        header = f"{'method':<18}{'wsss ms/img':>12}{'x forward':>10}"
+        if reference:
+            header += f"{'pgc ms/img':>12}{'speed-up':>10}{'max |diff|':>12}"
+        print(header)
 
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.arch}, batch "
-        f"{args.batch}, {args.size}x{args.size}, {args.classes} classes per image\n"
-    )
-
-    def plain_forward(batch):
-        with torch.inference_mode():
-            return model(batch)
-
-    forward, _ = interleaved([lambda: plain_forward(images)], args.repeats)
-    print(
-        f"plain forward of the batch: {forward[0]:.3f} s ({forward[0] / args.batch * 1e3:.1f} "
-        "ms/img); each row below re-times it alongside the method\n"
-    )
-    header = f"{'method':<18}{'wsss ms/img':>12}{'x forward':>10}"
-    if reference:
-        header += f"{'pgc ms/img':>12}{'speed-up':>10}{'max |diff|':>12}"
-    print(header)
-
-    rows = {}
-
-    def row(name, seconds, images_used, batch_forward, ref=None, diff=None):
+    def add(self, name, seconds, images_used, batch_forward, ref=None, diff=None) -> None:
         line = f"{name:<18}{seconds / images_used * 1000:>12.1f}{seconds / batch_forward:>10.2f}"
-        rows[name] = {"ms_per_image": seconds / images_used * 1000,
-                      "times_forward": seconds / batch_forward}  # fmt: skip
+        self.rows[name] = {"ms_per_image": seconds / images_used * 1000,
+                           "times_forward": seconds / batch_forward}  # fmt: skip
         if ref is not None:
             line += f"{ref / images_used * 1000:>12.1f}{ref / seconds:>10.2f}{diff:>12.4f}"
-            rows[name].update(reference_ms_per_image=ref / images_used * 1000,
-                              speedup=ref / seconds, max_difference=diff)  # fmt: skip
+            self.rows[name].update(reference_ms_per_image=ref / images_used * 1000,
+                                   speedup=ref / seconds, max_difference=diff)  # fmt: skip
         print(line, flush=True)
 
+
+def plain_forward(model, batch):
+    with torch.inference_mode():
+        return model(batch)
+
+
+def time_gradient_methods(table, model, layer, reshape, images, targets, args, reference):
+    """Each gradient method timed in turn with a plain forward (and pytorch-grad-cam)."""
     for method in GRADIENT_METHODS:
         fns = [
-            lambda: plain_forward(images),
+            lambda: plain_forward(model, images),
             lambda m=method: compute_cams(model, images, targets, m, layer),
         ]
         if reference:
@@ -167,57 +137,94 @@ def main() -> None:
             diff = float(
                 np.abs(scaled_like_reference(results[1], images.shape[2:]) - results[2]).max()
             )
-            row(method, times[1], args.batch, times[0], times[2], diff)
+            table.add(method, times[1], args.batch, times[0], times[2], diff)
         else:
-            row(method, times[1], args.batch, times[0])
+            table.add(method, times[1], args.batch, times[0])
 
+
+def _timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def time_score_cam(table, model, layer, reshape, images, targets, args, reference):
+    """Score-CAM on the first ``--score-images`` images, timed once each (minutes per image);
+    the ratio column compares with a plain forward of the same images, timed just before."""
+    n = min(args.score_images, args.batch)
+    images, targets = images[:n], targets[:n]
+    (forward,), _ = interleaved([lambda: plain_forward(model, images)], args.repeats)
+    score = functools.partial(compute_cams, model, images, targets, "scorecam", layer,
+                              score_batch_size=args.score_batch)  # fmt: skip
+    maps, seconds = _timed(score)
+    if reference:
+        ref, ref_seconds = _timed(
+            lambda: reference_maps(
+                model, layer, reshape, images, targets, "scorecam", args.score_batch
+            )  # fmt: skip
+        )
+        diff = float(np.abs(scaled_like_reference(maps, images.shape[2:]) - ref).max())
+        table.add("scorecam", seconds, n, forward, ref_seconds, diff)
+    else:
+        table.add("scorecam", seconds, n, forward)
+    fast, fast_seconds = _timed(lambda: score(top_channels=args.top_channels))
+    table.add(f"scorecam top{args.top_channels}", fast_seconds, n, forward)
+    gap = np.abs(
+        scaled_like_reference(fast, images.shape[2:])
+        - scaled_like_reference(maps, images.shape[2:])
+    ).max()
+    print(
+        f"  (top-{args.top_channels} maps vs full Score-CAM: max |diff| {gap:.4f}; "
+        f"Score-CAM timed once on {n} image(s))"
+    )
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--classes", type=int, default=2, help="target classes per image")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--score-images", type=int, default=1, help="0 skips Score-CAM")
+    parser.add_argument("--score-batch", type=int, default=16)
+    parser.add_argument("--top-channels", type=int, default=256)
+    parser.add_argument("--no-reference", action="store_true", help="skip pytorch-grad-cam")
+    parser.add_argument("--json", type=Path, default=None, help="(default: results/)")
+    parser.add_argument(
+        "--arch", default="resnet50", help="a torchvision ResNet, or a timm ViT/DeiT by name"
+    )
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    torch.manual_seed(0)
+    model, layer, reshape = build(args.arch)
+    images = torch.rand(args.batch, 3, args.size, args.size)
+    rng = np.random.default_rng(0)
+    targets = [rng.choice(1000, args.classes, replace=False).tolist() for _ in range(args.batch)]
+    reference = not args.no_reference
+    if reference:
+        try:
+            import pytorch_grad_cam  # noqa: F401
+        except ImportError:
+            print("pytorch-grad-cam not installed (pip install grad-cam): wsss timings only")
+            reference = False
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.arch}, batch "
+        f"{args.batch}, {args.size}x{args.size}, {args.classes} classes per image\n"
+    )
+    forward, _ = interleaved([lambda: plain_forward(model, images)], args.repeats)
+    print(
+        f"plain forward of the batch: {forward[0]:.3f} s ({forward[0] / args.batch * 1e3:.1f} "
+        "ms/img); each row below re-times it alongside the method\n"
+    )
+    table = Table(reference)
+    work = (table, model, layer, reshape, images, targets, args, reference)
+    time_gradient_methods(*work)
     if args.score_images > 0:
-        n = min(args.score_images, args.batch)
-        sub_images, sub_targets = images[:n], targets[:n]
-        # Timed once each (minutes per image); the ratio column compares with a plain forward
-        # of the same n images, timed just before.
-        (sub_forward,), _ = interleaved([lambda: plain_forward(sub_images)], args.repeats)
-        start = time.perf_counter()
-        maps = compute_cams(
-            model,
-            sub_images,
-            sub_targets,
-            "scorecam",
-            layer,
-            score_batch_size=args.score_batch,
-        )
-        seconds = time.perf_counter() - start
-        if reference:
-            start = time.perf_counter()
-            ref = reference_maps(
-                model, layer, reshape, sub_images, sub_targets, "scorecam", args.score_batch
-            )
-            ref_seconds = time.perf_counter() - start
-            diff = float(np.abs(scaled_like_reference(maps, sub_images.shape[2:]) - ref).max())
-            row("scorecam", seconds, n, sub_forward, ref_seconds, diff)
-        else:
-            row("scorecam", seconds, n, sub_forward)
-        start = time.perf_counter()
-        fast = compute_cams(
-            model,
-            sub_images,
-            sub_targets,
-            "scorecam",
-            layer,
-            score_batch_size=args.score_batch,
-            top_channels=args.top_channels,
-        )
-        fast_seconds = time.perf_counter() - start
-        row(f"scorecam top{args.top_channels}", fast_seconds, n, sub_forward)
-        gap = np.abs(
-            scaled_like_reference(fast, sub_images.shape[2:])
-            - scaled_like_reference(maps, sub_images.shape[2:])
-        ).max()
-        print(
-            f"  (top-{args.top_channels} maps vs full Score-CAM: max |diff| {gap:.4f}; "
-            f"Score-CAM timed once on {n} image(s))"
-        )
-    figures = {"arch": args.arch, "batch": args.batch, "size": args.size, "rows": rows}
+        time_score_cam(*work)
+    figures = {"arch": args.arch, "batch": args.batch, "size": args.size, "rows": table.rows}
     print(f"figures: {save_result(f'bench_cams_{args.arch}', figures, args.json)}")
 
 

@@ -415,17 +415,7 @@ def main() -> None:
         "timings": timing,
         "same_as": same_as,
         "rows": {f"{n}/{p}": r for (n, p), r in results.items() if n not in levers},
-        "levers": {
-            name.removeprefix("lever_"): {
-                "overrides": extra,
-                **results[name, "tune"],
-                # a lever that is an earlier full row labelled more photos than the tune ones
-                "seconds_per_photo": timing[name]["seconds"] / counts["tune"]
-                if same_as.get(name, "lever_").startswith("lever_")
-                else None,
-            }
-            for name, extra in levers.items()
-        },
+        "levers": lever_figures(levers, results, timing, same_as, counts["tune"]),
         "segmentation_miou": segmentation,
         "segmentation_heldout": heldout,
         # every stage of this command (mask runs, evaluations, segmentation models, each timed
@@ -441,6 +431,21 @@ def main() -> None:
     print_tables(figures, [name for name in runs if name not in levers])
     path = save_result(result_name, figures, args.json)
     print(f"\nfigures: {path}")
+
+
+def lever_figures(levers: dict, results: dict, timing: dict, same_as: dict, tune: int) -> dict:
+    """Each lever's overrides, its scores on the ``tune`` photos and its time per photo."""
+    return {
+        name.removeprefix("lever_"): {
+            "overrides": extra,
+            **results[name, "tune"],
+            # a lever that is an earlier full row labelled more photos than the tune ones
+            "seconds_per_photo": timing[name]["seconds"] / tune
+            if same_as.get(name, "lever_").startswith("lever_")
+            else None,
+        }
+        for name, extra in levers.items()
+    }
 
 
 def seconds(value: float | None) -> str:

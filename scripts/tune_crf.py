@@ -46,7 +46,7 @@ GRIDS = {
 }
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mode", choices=("label", "soft"), default="label")
     parser.add_argument("--split", default="train")
@@ -63,8 +63,39 @@ def main() -> None:
     )
     parser.add_argument("--override", action="append", default=[], help="Hydra override")
     parser.add_argument("--json", type=Path, default=None, help="(default: results/)")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def candidates(base, args) -> tuple[dict, list]:
+    """The grid (key -> values: ``--set``'s, else ``--grid``'s) and its CRF settings."""
+    grid = GRIDS[args.mode] if args.grid == "full" else {}
+    if args.set:
+        grid = {}
+        for item in args.set:
+            key, _, values = item.partition("=")
+            grid[key] = [float(v) for v in values.split(",")]
+    settings = [
+        replace(base, **dict(zip(grid, values, strict=True)))
+        for values in itertools.product(*grid.values())
+    ] or [base]
+    return grid, settings
+
+
+def print_rows(rows, grid, top: int) -> None:
+    names = list(grid) or ["(defaults)"]
+    print("| mIoU | mIoU confident | uncertain | " + " | ".join(names) + " |")
+    print("|" + " --- |" * (3 + len(names)))
+    for miou, confident, uncertain, crf in rows[:top]:
+        values = [str(getattr(crf, n)) for n in grid] or [""]
+        print(
+            f"| {miou:.4f} | {confident:.4f} | {100 * uncertain:.1f}% | "
+            + " | ".join(values)
+            + " |"
+        )
+
+
+def main() -> None:
+    args = parse_args()
     config = compose_config("generate_masks", ["crf=dense", *args.override])
     device = resolve_device(config.device)
     split = load_split(config, args.split)
@@ -94,18 +125,9 @@ def main() -> None:
           f"checkpoint {checkpoint}")  # fmt: skip
     print(f"no CRF ({predictor.threshold.describe()}): mIoU {raw.miou:.4f}\n")
 
-    grid = GRIDS[args.mode] if args.grid == "full" else {}
-    if args.set:
-        grid = {}
-        for item in args.set:
-            key, _, values = item.partition("=")
-            grid[key] = [float(v) for v in values.split(",")]
-    candidates = [
-        replace(base, **dict(zip(grid, values, strict=True)))
-        for values in itertools.product(*grid.values())
-    ] or [base]
+    grid, settings = candidates(base, args)
     rows = []
-    for crf in tqdm(candidates, desc=f"{args.mode} grid", unit="setting"):
+    for crf in tqdm(settings, desc=f"{args.mode} grid", unit="setting"):
         confusion = ConfusionMatrix(num_labels)
         jobs = (predictor.crf_input(image, p) for image, p in items)
         labelled = crf_label_maps(jobs, replace(crf, workers=args.workers))
@@ -113,16 +135,7 @@ def main() -> None:
             confusion.update(label_map_at(label_map, truth.shape), truth)
         rows.append((confusion.miou, confusion.miou_confident, confusion.uncertain_fraction, crf))
     rows.sort(key=lambda r: -r[0])
-    names = list(grid) or ["(defaults)"]
-    print("| mIoU | mIoU confident | uncertain | " + " | ".join(names) + " |")
-    print("|" + " --- |" * (3 + len(names)))
-    for miou, confident, uncertain, crf in rows[: args.top]:
-        values = [str(getattr(crf, n)) for n in grid] or [""]
-        print(
-            f"| {miou:.4f} | {confident:.4f} | {100 * uncertain:.1f}% | "
-            + " | ".join(values)
-            + " |"
-        )
+    print_rows(rows, grid, args.top)
     figures = {
         "split": args.split, "images": len(split), "mode": args.mode,
         "refine": config.refine.name if config.refine else None, "no_crf_miou": raw.miou,
