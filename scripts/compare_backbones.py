@@ -84,6 +84,10 @@ def main() -> None:
                        "seed_best_threshold_miou": seed["best_threshold_miou"],
                        "preset_miou": preset["miou"],
                        "preset_seconds": preset["seconds"]}  # fmt: skip
+        # kept after each model: a run stopped midway has the finished models on record
+        partial = {"tune_photos": len(lists["tune"].read_text().split()), "models": rows,
+                   "complete": False}  # fmt: skip
+        save_result("compare_backbones", partial, args.json)
     config = compose_config("generate_masks", data)
     samples = config.dataset.load("tune").samples[: args.timing_images]
     images = [load_image(s.image_path) for s in samples]
@@ -106,7 +110,8 @@ def main() -> None:
         print(f"| {model} | {r['heldout_map']:.4f} | {r['train_seconds_per_epoch']:.0f} | "
               f"{r['seed_miou']:.4f} | {best} | {r['preset_miou']:.4f} | "
               f"{r['maps_seconds_per_image']:.3f} |")  # fmt: skip
-    figures = {"tune_photos": tune_photos, "timing_photos": len(images), "models": rows}
+    figures = {"tune_photos": tune_photos, "timing_photos": len(images), "models": rows,
+               "complete": True}  # fmt: skip
     print(f"\nfigures: {save_result('compare_backbones', figures, args.json)}")
 
 

@@ -617,7 +617,7 @@ def test_compare_backbones(voc_root, tmp_path):
                  str(tmp_path / "cmp.json"), cwd=tmp_path, cache=tmp_path / "cache",
                  timeout=900)  # fmt: skip
     figures = json.loads((tmp_path / "cmp.json").read_text())["figures"]
-    assert list(figures["models"]) == ["smallcnn", "efficientnet_lite0"]
+    assert list(figures["models"]) == ["smallcnn", "efficientnet_lite0"] and figures["complete"]
     for model, row in figures["models"].items():
         folder = tmp_path / "cmp" / "backbones" / model
         for name in ("seed", "preset"):
