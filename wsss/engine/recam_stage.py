@@ -117,14 +117,14 @@ def recam_for(
     """The ReCAM checkpoint of ``classifier`` fine-tuned on ``split``'s labelled photos with
     ``train``'s recipe at ``cam.fit``'s epochs, learning rate and loss weight; trained once and
     cached (resumable after an interrupted epoch)."""
-    recipe = replace(
+    fine_tuning = replace(
         train, epochs=cam.fit.epochs, lr=cam.fit.lr, head_lr_mult=cam.fit.head_lr_mult,
         optimizer=cam.fit.optimizer, weight_decay=cam.fit.weight_decay, momentum=0.9,
         schedule="poly", warmup_epochs=0.0,
     )  # fmt: skip
     parts = {
         "classifier": weights_digest(classifier.model), "dataset": asdict(dataset),
-        "split": split, "train": asdict(recipe), "loss_weight": cam.fit.loss_weight,
+        "split": split, "train": asdict(fine_tuning), "loss_weight": cam.fit.loss_weight,
         "seed": seed,
     }  # fmt: skip
     key = json_digest(parts)
@@ -135,13 +135,13 @@ def recam_for(
     bad = bad or BadImages()
     photos = labelled_only(bad.screen(dataset.load(split, cache_dir=cache_dir)))
     log.info("ReCAM: fine-tuning the classifier on %d labelled images of %r, %d epochs (cached "
-             "at %s)", len(photos), split, recipe.epochs, path)  # fmt: skip
+             "at %s)", len(photos), split, fine_tuning.epochs, path)  # fmt: skip
     model = copy.deepcopy(classifier.model).cpu()  # the caller's classifier stays as it is
     torch.manual_seed(seed)
     objective = ReCamLoss(model, cam.fit.loss_weight)
     path.parent.mkdir(parents=True, exist_ok=True)
     metrics = train_classifier(
-        model, photos, None, recipe, device, bad, amp=amp, num_workers=num_workers, seed=seed,
+        model, photos, None, fine_tuning, device, bad, amp=amp, num_workers=num_workers, seed=seed,
         state_path=path.parent / "training_state.pt", state_key=key,
         objective=objective,
     )  # fmt: skip
