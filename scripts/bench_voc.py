@@ -297,6 +297,13 @@ def mask_runs(args) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     return runs, levers
 
 
+def run_key(settings) -> str:
+    """What makes a mask run's masks: every setting but the photos it labels (a lever equal to
+    a full row is that row, scored on the tune photos). The classifier's settings count: a
+    lever that changes the checkpoint, the model or its training is a run of its own."""
+    return repr(replace(settings, split=""))
+
+
 def run_masks(runs, levers, out: Path, data, preset, parts, result_name, json_path):
     """Each mask run and its evaluations (3. on the report photos, where no default was chosen,
     and on the tune photos; a lever on the tune photos alone). A run whose settings equal an
@@ -304,7 +311,7 @@ def run_masks(runs, levers, out: Path, data, preset, parts, result_name, json_pa
     timing, results, same_as, made = {}, {}, {}, {}
     for name, extra in runs.items():
         settings = compose_config("generate_masks", [*data, *preset, *extra])
-        key = repr([settings.cam, settings.mask, settings.refine, settings.crf])
+        key = run_key(settings)
         if key in made:  # a row that is the preset, say: one run, two rows
             same_as[name] = made[key]
             timing[name] = timing[made[key]]

@@ -741,3 +741,20 @@ def test_bench_voc_only_keeps_the_named_runs_and_the_preset():
     assert runs["lever_sp"] == ["refine=superpixels", "split=tune"]
     with pytest.raises(SystemExit, match="--only nope: no such mask run"):
         mask_runs(Namespace(par=False, row=[], lever=[], only=["nope"]))
+
+
+def test_bench_voc_merges_a_lever_with_a_row_only_when_its_masks_would_be_the_same():
+    """A lever equal to the preset but for the photos it labels is the preset; one that changes
+    the classifier (checkpoint=, model=) is a run of its own, whatever its CAM and CRF."""
+    sys.path.insert(0, str(SCRIPTS))
+    from bench_voc import run_key
+
+    from wsss.cli.config import compose_config
+
+    def key(*overrides):
+        return run_key(compose_config("generate_masks", ["preset=photos", *overrides]))
+
+    assert key("split=all") == key("split=tune")
+    assert key("split=tune", "checkpoint=other.pt") != key("split=all")
+    assert key("split=tune", "model=efficientnet_lite2") != key("split=all")
+    assert key("split=tune", "crf.high_threshold=0.35") != key("split=all")
