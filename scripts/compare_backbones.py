@@ -61,6 +61,7 @@ def main() -> None:
     cache = out / "cache"  # bench_voc.py's, for the same --out
     lists = write_lists(args.root.resolve(), out, args.limit)
     data = dataset_overrides(args.root.resolve(), lists)
+    tune_photos = len(lists["tune"].read_text().split())
     rows, classifiers = {}, {}
     for model in args.models.split(","):
         folder = out / "backbones" / model
@@ -85,8 +86,7 @@ def main() -> None:
                        "preset_miou": preset["miou"],
                        "preset_seconds": preset["seconds"]}  # fmt: skip
         # kept after each model: a run stopped midway has the finished models on record
-        partial = {"tune_photos": len(lists["tune"].read_text().split()), "models": rows,
-                   "complete": False}  # fmt: skip
+        partial = {"tune_photos": tune_photos, "models": rows, "complete": False}
         save_result("compare_backbones", partial, args.json)
     config = compose_config("generate_masks", data)
     samples = config.dataset.load("tune").samples[: args.timing_images]
@@ -99,7 +99,6 @@ def main() -> None:
     times, _ = interleaved(timed, 2)
     for model, seconds in zip(rows, times, strict=True):
         rows[model]["maps_seconds_per_image"] = seconds / len(images)
-    tune_photos = len(lists["tune"].read_text().split())
     print(f"\n{tune_photos} tune photos; maps timed on {len(images)}; "
           f"{torch.get_num_threads()} threads")  # fmt: skip
     print("| model | held-out mAP | s/epoch | seed mIoU (otsu, GT-free) | seed at the threshold "
