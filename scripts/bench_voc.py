@@ -422,7 +422,7 @@ def main() -> None:
         "timings": timing,
         "same_as": same_as,
         "rows": {f"{n}/{p}": r for (n, p), r in results.items() if n not in levers},
-        "levers": lever_figures(levers, results, timing, same_as, counts["tune"]),
+        "levers": lever_figures(levers, results, timing, same_as, counts.get("tune", 0)),
         "segmentation_miou": segmentation,
         "segmentation_heldout": heldout,
         # every stage of this command (mask runs, evaluations, segmentation models, each timed

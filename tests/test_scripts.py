@@ -252,6 +252,30 @@ def test_bench_voc(voc_root, tmp_path):
     assert only["rows"]["seed/tune"] == figures["rows"]["seed/tune"] and "| walk |" not in again
 
 
+def test_bench_voc_folder(voc_root, tmp_path):
+    """A user's folder (--folder): every 3rd report photo, the classifier trained on those alone,
+    the rows scored on all of them; the run ends with its figures (it has no tune photos, and
+    no lever), and its folder name is bench_voc_folder's."""
+    tiny = ["model=smallcnn", "model.backbone_kwargs.width=8", "train.epochs=1",
+            "train.crop_size=48", "train.batch_size=4", "cam.scales=[1.0]"]  # fmt: skip
+    out = script(
+        "bench_voc.py", "--root", str(voc_root), "--out", str(tmp_path / "folder"), "--folder",
+        "--limit", "24", *[a for o in tiny for a in ("--generate", o)], "--timing-images", "2",
+        "--only", "seed", "--json", str(tmp_path / "folder.json"), cwd=tmp_path,
+        cache=tmp_path / "cache",
+    )  # fmt: skip
+    saved = json.loads((tmp_path / "folder.json").read_text())
+    figures = saved["figures"]
+    assert saved["benchmark"] == "bench_voc_folder" and figures["complete"]
+    assert figures["regime"] == "folder" and figures["part_images"] == {"all": 6}
+    assert set(figures["rows"]) == {"preset/all", "seed/all"} and figures["levers"] == {}
+    ids = _ids(voc_root / "ImageSets/Segmentation/train.txt")[:24]
+    report = [x for i, x in enumerate(ids) if i % 3 != 0]
+    assert _ids(tmp_path / "folder/lists/fit.txt") == report[::3]
+    assert figures["heldout_images"] == 0 and figures["heldout_map"] is None
+    assert "| seed |" in out
+
+
 @pytest.fixture(scope="module")
 def saved_run(workspace) -> Path:
     """A run of the tiny eval split with its maps saved and its quality estimated."""
