@@ -101,7 +101,8 @@ def test_the_preset_keeps_every_group_overridable():
     """The preset picks group options, it does not set keys over them: `crf=none` or `cam=cam
     crf=dense` on top of it are what they say (a key set in the preset would survive both)."""
     preset = config("generate_masks", "preset=photos")
-    assert preset.cam.method == "lpcam"
+    assert (preset.cam.method, preset.cam.max_side) == ("lpcam", 512)  # cam=lpcam512
+    assert config("generate_masks", "preset=photos", "cam=lpcam").cam.max_side == 448
     assert preset.crf.high_threshold == 0.4  # crf=dense_lpcam: LPCAM's maps sit higher
     assert config("generate_masks", "preset=photos", "crf=none").crf is None
     plain = config("generate_masks", "preset=photos", "cam=cam", "crf=dense")
@@ -331,7 +332,9 @@ def test_help_lists_only_the_options_users_pick():
         timeout=120,
     )
     groups = proc.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
-    methods = "cam, gradcam, gradcampp, hirescam, layercam, lpcam, recam, scorecam, xgradcam"
+    methods = (
+        "cam, gradcam, gradcampp, hirescam, layercam, lpcam, lpcam512, recam, scorecam, xgradcam"
+    )
     assert f"cam: {methods}" in groups
     assert "schema" not in groups.lower() and "Settings" not in groups
 
