@@ -231,6 +231,14 @@ def _rule_name(s: dict) -> str:
     return f"mIoU with the {s['mask_rule']} rule"
 
 
+#: the summary's counts of trouble, each printed as a row only when it is not zero
+COUNT_ROWS = {
+    "skipped_images": ("unusable images skipped", "{} (see skipped.json)"),
+    "empty_masks": ("labelled images with an empty mask", "{} (see the log)"),
+    "crf_failures": ("CRF failures (masks before the CRF kept)", "{}"),
+}
+
+
 def summary_rows(s: dict) -> list[tuple[str, str]]:
     """The summary as (label, value) rows: the printed table and the review page's."""
     rows = [("images labelled", f"{s['images']} ({s['coco_annotations']} COCO annotations)")]
@@ -256,11 +264,7 @@ def summary_rows(s: dict) -> list[tuple[str, str]]:
             rows.append(("uncertain (255) pixels", f"{100 * s['uncertain_pixel_fraction']:.1f}%"))
     if "labels_predicted_for" in s:
         rows.append(("images labelled by the classifier", str(s["labels_predicted_for"])))
-    for key, label, value in (
-        ("skipped_images", "unusable images skipped", "{} (see skipped.json)"),
-        ("empty_masks", "labelled images with an empty mask", "{} (see the log)"),
-        ("crf_failures", "CRF failures (masks before the CRF kept)", "{}"),
-    ):
+    for key, (label, value) in COUNT_ROWS.items():
         if s.get(key):
             rows.append((label, value.format(s[key])))
     rows += [("total time", f"{s['seconds']:.1f} s"), ("outputs", s["outputs"])]
